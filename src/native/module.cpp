@@ -1,0 +1,221 @@
+// turbopipe._core: the only file that knows CPython. It turns Python objects into
+// (pointer, length, owner) for the engine, releases owners on a Python thread with the GIL
+// held, waits with the GIL released, and turns engine failures into OSError subclasses.
+// Same interface as turbopipe/_fallback.py; see _core.pyi.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+
+#include <cstring>
+#include <string>
+
+#include "engine.hpp"
+
+namespace {
+
+using turbopipe::Deadline;
+using turbopipe::Engine;
+using turbopipe::Failure;
+using turbopipe::Item;
+using turbopipe::Outcome;
+
+constexpr size_t kQueueLimit = 16;
+// Waits run in slices of this length so that signal handlers (Ctrl-C) run between them.
+constexpr auto kWaitSlice = std::chrono::milliseconds(50);
+
+Engine* engine = new Engine(kQueueLimit);
+
+// In a forked child the parent's workers do not exist and the mutex may be held by one of
+// them: start over, leaking the parent's state rather than touching it.
+void reset_after_fork() { engine = new Engine(kQueueLimit); }
+
+// What keeps an item's memory valid: the buffer export and a reference to its key.
+struct Export {
+    Py_buffer view;
+    PyObject* key;
+};
+
+void release(Export* owner) {
+    PyBuffer_Release(&owner->view);
+    Py_DECREF(owner->key);
+    delete owner;
+}
+
+// Releasing an export may run the exporter's code, which must not see a pending exception.
+void release_finished() {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    for (void* owner : engine->take_finished()) release(static_cast<Export*>(owner));
+    PyErr_Restore(type, value, traceback);
+}
+
+// OSError(errno, message) picks the subclass: BrokenPipeError for EPIPE and so on.
+PyObject* raise_os_error(int error, const std::string& detail) {
+    std::string message = std::string(strerror(error)) + " (" + detail + ")";
+    PyObject* exception = PyObject_CallFunction(PyExc_OSError, "is", error, message.c_str());
+    if (exception) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception)), exception);
+        Py_DECREF(exception);
+    }
+    return nullptr;
+}
+
+// Runs one engine wait with the GIL released until it is Done or Failed. Returns TimedOut
+// only when a signal handler raised, with that exception set.
+template <class Wait>
+Outcome wait_interruptibly(Wait wait, Failure* failure) {
+    for (;;) {
+        Outcome outcome;
+        Py_BEGIN_ALLOW_THREADS
+        outcome = wait(std::chrono::steady_clock::now() + kWaitSlice, failure);
+        Py_END_ALLOW_THREADS
+        if (outcome != Outcome::TimedOut) return outcome;
+        if (PyErr_CheckSignals() < 0) return outcome;
+    }
+}
+
+PyObject* conclude(Outcome outcome, const Failure& failure) {
+    release_finished();
+    if (outcome == Outcome::Failed) return raise_os_error(failure.error, failure.describe());
+    if (outcome == Outcome::TimedOut) return nullptr;
+    Py_RETURN_NONE;
+}
+
+bool to_fd(PyObject* object, int* fd) {
+    long value = PyLong_AsLong(object);
+    if (value == -1 && PyErr_Occurred()) return false;
+    if (value < 0 || value > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "fd must be a non-negative int, not %ld", value);
+        return false;
+    }
+    *fd = int(value);
+    return true;
+}
+
+bool to_size(PyObject* object, size_t* size) {
+    *size = PyLong_AsSize_t(object);
+    return !(*size == size_t(-1) && PyErr_Occurred());
+}
+
+uintptr_t key_of(PyObject* key) { return reinterpret_cast<uintptr_t>(key); }
+
+PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "submit(data, fd, key, chunk, pipe_size, vmsplice)");
+        return nullptr;
+    }
+    int fd;
+    turbopipe::WriteOptions options{};
+    int vmsplice = PyObject_IsTrue(args[5]);
+    if (!to_fd(args[1], &fd) || !to_size(args[3], &options.chunk) ||
+        !to_size(args[4], &options.pipe_size) || vmsplice < 0) {
+        return nullptr;
+    }
+    options.vmsplice = vmsplice != 0;
+
+    auto* owner = new Export{};
+    if (PyObject_GetBuffer(args[0], &owner->view, PyBUF_STRIDES) < 0) {
+        delete owner;
+        return nullptr;
+    }
+    Py_INCREF(args[2]);
+    owner->key = args[2];
+    if (!PyBuffer_IsContiguous(&owner->view, 'C')) {
+        release(owner);
+        PyErr_SetString(PyExc_ValueError, "data must be C-contiguous");
+        return nullptr;
+    }
+    Item item{static_cast<const uint8_t*>(owner->view.buf), size_t(owner->view.len), -1,
+              key_of(args[2]), owner, options};
+    if (int error = turbopipe::capture_descriptor(fd, &item.descriptor)) {
+        release(owner);
+        return raise_os_error(error, "fd " + std::to_string(fd) + " is not open for writing");
+    }
+
+    Failure failure;
+    Outcome outcome = wait_interruptibly(
+        [&](Deadline deadline, Failure* out) { return engine->submit(fd, item, deadline, out); },
+        &failure);
+    if (outcome != Outcome::Done) {
+        turbopipe::release_descriptor(item.descriptor);
+        release(owner);
+    }
+    return conclude(outcome, failure);
+}
+
+PyObject* wait_key(PyObject*, PyObject* key) {
+    Failure failure;
+    Outcome outcome = wait_interruptibly(
+        [&](Deadline deadline, Failure* out) { return engine->wait_key(key_of(key), deadline, out); },
+        &failure);
+    return conclude(outcome, failure);
+}
+
+PyObject* wait_fd(PyObject*, PyObject* arg) {
+    int fd;
+    if (!to_fd(arg, &fd)) return nullptr;
+    Failure failure;
+    Outcome outcome = wait_interruptibly(
+        [&](Deadline deadline, Failure* out) { return engine->wait_fd(fd, deadline, out); },
+        &failure);
+    return conclude(outcome, failure);
+}
+
+PyObject* wait_all(PyObject*, PyObject*) {
+    Failure failure;
+    Outcome outcome = wait_interruptibly(
+        [&](Deadline deadline, Failure* out) { return engine->wait_all(deadline, out); },
+        &failure);
+    return conclude(outcome, failure);
+}
+
+PyObject* stop(PyObject*, PyObject*) {
+    Failure failure;
+    Outcome outcome = wait_interruptibly(
+        [&](Deadline deadline, Failure* out) { return engine->wait_all(deadline, out); },
+        &failure);
+    if (outcome != Outcome::TimedOut) {
+        Py_BEGIN_ALLOW_THREADS
+        engine->stop_idle_workers();
+        Py_END_ALLOW_THREADS
+    }
+    return conclude(outcome, failure);
+}
+
+// Checked before releasing: once key is idle its owner is already among the finished, so on
+// False the caller may assume the engine holds no export for key.
+PyObject* busy(PyObject*, PyObject* key) {
+    bool busy = engine->busy(key_of(key));
+    release_finished();
+    return PyBool_FromLong(busy);
+}
+
+PyMethodDef methods[] = {
+    {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(submit)),
+     METH_FASTCALL,
+     "submit(data, fd, key, chunk, pipe_size, vmsplice)\n--\n\n"
+     "Queue data for fd, waiting while key is busy or the queue is full."},
+    {"wait_key", wait_key, METH_O, "wait_key(key)\n--\n\nWait until key's write is done."},
+    {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until fd's queue is written."},
+    {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until every queue is written."},
+    {"stop", stop, METH_NOARGS, "stop()\n--\n\nWait for everything, then stop idle workers."},
+    {"busy", busy, METH_O, "busy(key)\n--\n\nWhether key has a write queued or in progress; if not, its export is released."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_core", "Native engine of turbopipe.", -1, methods,
+    nullptr,               nullptr, nullptr,                       nullptr,
+};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__core() {
+    static bool registered = false;
+    if (!registered) {
+        pthread_atfork(nullptr, nullptr, reset_after_fork);
+        registered = true;
+    }
+    return PyModule_Create(&module);
+}

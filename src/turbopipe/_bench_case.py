@@ -1,0 +1,112 @@
+"""One benchmark case, run in a fresh interpreter: pipe N frames of moderngl buffers to FFmpeg.
+
+Standalone on purpose (no imports from this package): ``--reference-python`` runs it with
+another interpreter, where ``import turbopipe`` finds a different turbopipe.
+Usage: python _bench_case.py '{"method": ..., "width": ..., ...}'; prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+ENCODERS = {
+    "null": [],
+    "ultrafast": ["-c:v", "libx264", "-preset", "ultrafast"],
+    "slow": ["-c:v", "libx264", "-preset", "slow"],
+}
+
+
+def run(case: dict[str, Any]) -> dict[str, Any]:
+    import moderngl
+    import numpy as np
+
+    width, height, frames, nbuffers = case["width"], case["height"], case["frames"], case["buffers"]
+    method = case["method"]
+    ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    frame_bytes = width * height * 3
+    # As in the original benchmark: noise between 128 and 135, one pattern per buffer.
+    buffers = [
+        ctx.buffer(rng.integers(128, 136, frame_bytes, dtype=np.uint8).tobytes())
+        for _ in range(nbuffers)
+    ]
+    ffmpeg = subprocess.Popen(
+        [case["ffmpeg"], "-hide_banner", "-loglevel", "error", "-f", "rawvideo",
+         "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "60", "-i", "-",
+         *ENCODERS[case["encoder"]], "-f", "null", "-"],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    assert ffmpeg.stdin is not None
+    fd = ffmpeg.stdin.fileno()
+    call_times: list[int] = []
+
+    if method in ("plain", "thread"):
+        stdin = ffmpeg.stdin
+        write: Callable[[bytes], object]
+        if method == "plain":
+            write = stdin.write
+        else:
+            pending: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+            def writer() -> None:
+                while (data := pending.get()) is not None:
+                    stdin.write(data)
+
+            thread = threading.Thread(target=writer)
+            thread.start()
+            write = pending.put
+
+        def send(buffer: Any) -> None:
+            write(buffer.read())
+
+        def finish() -> None:
+            if method == "thread":
+                pending.put(None)
+                thread.join()
+
+    else:
+        import turbopipe
+
+        options = case.get("options", {})
+
+        def send(buffer: Any) -> None:
+            # The documented loop: sync(buffer), (render into it), pipe(buffer).
+            turbopipe.sync(buffer.mglo)
+            start = time.perf_counter_ns()
+            turbopipe.pipe(buffer.mglo, fd, **options)
+            call_times.append(time.perf_counter_ns() - start)
+
+        def finish() -> None:
+            for buffer in buffers:
+                turbopipe.sync(buffer.mglo)
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for frame in range(frames):
+        send(buffers[frame % nbuffers])
+    finish()
+    ffmpeg.stdin.close()
+    ffmpeg.wait()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    gigabytes = frames * frame_bytes / 1e9
+    return {
+        **case,
+        "returncode": ffmpeg.returncode,
+        "fps": frames / elapsed,
+        "gbps": gigabytes / elapsed,
+        "cpu_per_gb": cpu / gigabytes,
+        "call_us": statistics.median(call_times) / 1000 if call_times else None,
+    }
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    print(json.dumps(run(json.loads(sys.argv[1]))))

@@ -1,0 +1,23 @@
+"""Native engine of turbopipe (src/native/module.cpp); _fallback.py is its pure-Python twin."""
+
+from typing_extensions import Buffer
+
+def submit(
+    data: Buffer, fd: int, key: object, chunk: int, pipe_size: int, vmsplice: bool, /
+) -> None:
+    """Queue data for fd, waiting while key is busy or the queue is full."""
+
+def wait_key(key: object, /) -> None:
+    """Wait until key's write is done."""
+
+def wait_fd(fd: int, /) -> None:
+    """Wait until fd's queue is written."""
+
+def wait_all() -> None:
+    """Wait until every queue is written."""
+
+def stop() -> None:
+    """Wait for everything, then stop idle workers."""
+
+def busy(key: object, /) -> bool:
+    """Whether key has a write queued or in progress; if not, its export is released."""

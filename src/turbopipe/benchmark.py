@@ -1,0 +1,147 @@
+"""The benchmark: moderngl buffers into ``ffmpeg -f rawvideo ... -f null -``, method by method.
+
+Methods, as in the original TurboPipe benchmark plus ours:
+
+- plain: ``ffmpeg.stdin.write(buffer.read())`` on the main thread
+- thread: ``buffer.read()`` on the main thread, written by a Python thread through a queue
+- twin: turbopipe's pure-Python engine
+- native: turbopipe's native engine
+- vmsplice: the native engine with kernel zero-copy (safe here: FFmpeg read()s its stdin)
+- reference: turbopipe as installed for ``--reference-python`` (e.g. PyPI's 2.1.0)
+
+Every case runs in a fresh interpreter; repeats are interleaved so that drift on a shared
+machine hits every method alike, and the table reports medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESOLUTIONS = {
+    "720p": (1280, 720),
+    "1080p": (1920, 1080),
+    "1440p": (2560, 1440),
+    "2160p": (3840, 2160),
+}
+METHODS = ("plain", "thread", "twin", "native", "vmsplice", "reference")
+SYMBOLS = {
+    "plain": "🐢",
+    "thread": "🚀",
+    "twin": "🐍",
+    "native": "🌀",
+    "vmsplice": "🌀⚡",
+    "reference": "📦",
+}
+_CASE_SCRIPT = Path(__file__).with_name("_bench_case.py")
+
+
+@dataclass
+class Plan:
+    resolutions: Sequence[str] = ("720p", "1080p")
+    encoders: Sequence[str] = ("null",)
+    buffers: Sequence[int] = (1, 4)
+    methods: Sequence[str] = ("plain", "thread", "twin", "native", "vmsplice")
+    gigabytes: float = 0.5  # piped per case
+    repeats: int = 3
+    ffmpeg: str = "ffmpeg"
+    reference_python: str | None = None
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+    def expand(self) -> list[dict[str, Any]]:
+        cases = []
+        for resolution in self.resolutions:
+            width, height = RESOLUTIONS[resolution]
+            frames = max(30, int(self.gigabytes * 1e9 / (width * height * 3)))
+            for encoder in self.encoders:
+                # Encoding is slow: pipe fewer frames so a case still takes seconds.
+                count = frames if encoder == "null" else max(30, frames // 8)
+                for buffers in self.buffers:
+                    for method in self.methods:
+                        cases.append(
+                            {"resolution": resolution, "width": width, "height": height,
+                             "encoder": encoder, "buffers": buffers, "method": method,
+                             "frames": count, "ffmpeg": self.ffmpeg}
+                        )  # fmt: skip
+        return cases
+
+
+def run_case(case: dict[str, Any], reference_python: str | None) -> dict[str, Any]:
+    python = sys.executable
+    env = dict(os.environ)
+    case = dict(case)
+    if case["method"] == "reference":
+        if not reference_python:
+            raise ValueError("the reference method needs --reference-python")
+        python = reference_python
+    elif case["method"] == "twin":
+        env["TURBOPIPE_ENGINE"] = "python"
+    elif case["method"] == "vmsplice":
+        case["options"] = {"vmsplice": True}
+    result = subprocess.run(
+        [python, "-I", str(_CASE_SCRIPT), json.dumps(case)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark case {case} failed:\n{result.stderr[-2000:]}")
+    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    if outcome["returncode"] != 0:
+        raise RuntimeError(f"ffmpeg failed in case {case}")
+    return outcome
+
+
+def run(plan: Plan, progress: Any = None) -> list[dict[str, Any]]:
+    """Run every case plan.repeats times, interleaved; return one median row per case."""
+    cases = plan.expand()
+    samples: list[list[dict[str, Any]]] = [[] for _ in cases]
+    for repeat in range(plan.repeats):
+        for index, case in enumerate(cases):
+            if progress:
+                progress(f"[{repeat + 1}/{plan.repeats}] {describe(case)}")
+            samples[index].append(run_case(case, plan.reference_python))
+    return [median_row(rows) for rows in samples]
+
+
+def describe(case: dict[str, Any]) -> str:
+    return f"{case['resolution']} {case['encoder']} x{case['buffers']} {case['method']}"
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    row = dict(rows[0])
+    for key in ("fps", "gbps", "cpu_per_gb", "call_us"):
+        values = [r[key] for r in rows if r[key] is not None]
+        row[key] = statistics.median(values) if values else None
+    return row
+
+
+def format_tables(rows: list[dict[str, Any]]) -> str:
+    """Markdown tables, one per resolution, laid out like the original's, gain over plain."""
+    out = []
+    for resolution in dict.fromkeys(r["resolution"] for r in rows):
+        out.append(
+            f"| {resolution} | Method | x264 | Buffers | Framerate | Bandwidth | CPU s/GB "
+            "| pipe() µs | Gain |\n|:--:|:--|:--|:--:|--:|--:|--:|--:|--:|"
+        )
+        for row in (r for r in rows if r["resolution"] == resolution):
+            base = next(
+                (b for b in rows if b["method"] == "plain" and all(
+                    b[k] == row[k] for k in ("resolution", "encoder", "buffers"))),
+                None,
+            )  # fmt: skip
+            gain = "" if base is None or row is base else f"{row['fps'] / base['fps']:.2f}x"
+            call = "" if row["call_us"] is None else f"{row['call_us']:.1f}"
+            encoder = "Null" if row["encoder"] == "null" else row["encoder"]
+            out.append(
+                f"| {SYMBOLS[row['method']]} | {row['method']} | {encoder} | {row['buffers']} "
+                f"| {row['fps']:.0f} fps | {row['gbps']:.2f} GB/s | {row['cpu_per_gb']:.3f} "
+                f"| {call} | {gain} |"
+            )
+        out.append("")
+    return "\n".join(out)

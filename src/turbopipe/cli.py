@@ -1,0 +1,100 @@
+"""Command line: ``python -m turbopipe benchmark``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import ENGINE, __version__, benchmark
+from .ffmpeg import find_ffmpeg
+
+
+def _list(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turbopipe", description="TurboPipe tools.")
+    parser.add_argument("--version", action="version", version=f"turbopipe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    bench = commands.add_parser(
+        "benchmark",
+        help="pipe moderngl buffers into FFmpeg with each method and print the tables",
+        description=benchmark.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
+        "--resolutions",
+        type=_list,
+        default=["720p", "1080p"],
+        help=f"comma list of {', '.join(benchmark.RESOLUTIONS)} (default 720p,1080p)",
+    )
+    bench.add_argument(
+        "--encoders",
+        type=_list,
+        default=["null"],
+        help="comma list of null, ultrafast, slow (default null)",
+    )
+    bench.add_argument(
+        "--buffers", type=_list, default=["1", "4"], help="comma list of ring sizes (default 1,4)"
+    )
+    bench.add_argument(
+        "--methods",
+        type=_list,
+        default=None,
+        help=f"comma list of {', '.join(benchmark.METHODS)} (default: all but reference, "
+        "plus reference when --reference-python is given)",
+    )
+    bench.add_argument(
+        "--gigabytes", type=float, default=0.5, help="data piped per case (default 0.5)"
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=3, help="runs per case, median reported (default 3)"
+    )
+    bench.add_argument(
+        "--full", action="store_true", help="all resolutions, null/ultrafast/slow, 2 GB per case"
+    )
+    bench.add_argument(
+        "--ffmpeg", default=None, help="FFmpeg binary (default: see turbopipe.ffmpeg)"
+    )
+    bench.add_argument(
+        "--reference-python",
+        default=None,
+        help="interpreter of a venv holding another turbopipe, e.g. PyPI's 2.1.0",
+    )
+    return parser  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "benchmark":
+        return run_benchmark(args)
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    methods = args.methods or [m for m in benchmark.METHODS if m != "reference"] + (
+        ["reference"] if args.reference_python else []
+    )
+    unknown = set(methods) - set(benchmark.METHODS)
+    if unknown:
+        print(f"unknown methods: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    plan = benchmark.Plan(
+        resolutions=list(benchmark.RESOLUTIONS) if args.full else args.resolutions,
+        encoders=["null", "ultrafast", "slow"] if args.full else args.encoders,
+        buffers=[int(b) for b in args.buffers],
+        methods=methods,
+        gigabytes=2.0 if args.full else args.gigabytes,
+        repeats=args.repeats,
+        ffmpeg=find_ffmpeg(args.ffmpeg),
+        reference_python=args.reference_python,
+    )
+    print(f"turbopipe {__version__} ({ENGINE} engine), ffmpeg: {plan.ffmpeg}", flush=True)
+    rows = benchmark.run(
+        plan, progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True)
+    )
+    print(benchmark.format_tables(rows))
+    return 0

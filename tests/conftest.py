@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+
+import turbopipe
+from turbopipe import _core, _fallback
+
+ENGINES: dict[str, ModuleType] = {"native": _core, "python": _fallback}
+
+
+@pytest.fixture(autouse=True, params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run every test against the native engine and its pure-Python twin.
+
+    Teardown closes the engine: a test that leaves a failure unreported fails here.
+    """
+    monkeypatch.setattr(turbopipe, "_engine", ENGINES[request.param])
+    yield request.param
+    turbopipe.close()
+
+
+class Reader:
+    """Drains the read end of a pipe on a thread, keeping a digest and a byte count."""
+
+    def __init__(self, fd: int, keep: bool = False) -> None:
+        self.fd = fd
+        self.digest = hashlib.md5()
+        self.count = 0
+        self.data = bytearray() if keep else None
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while chunk := os.read(self.fd, 1 << 20):
+            self.digest.update(chunk)
+            self.count += len(chunk)
+            if self.data is not None:
+                self.data += chunk
+
+    def join(self) -> str:
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), "reader did not see end of file"
+        os.close(self.fd)
+        return self.digest.hexdigest()
+
+
+class Pipe:
+    """A real pipe: write end `fd` for turbopipe, drained by a Reader."""
+
+    def __init__(self, keep: bool = False) -> None:
+        read_fd, self.fd = os.pipe()
+        self.reader = Reader(read_fd, keep)
+
+    def finish(self) -> str:
+        """Close the write end and return the md5 of everything read."""
+        os.close(self.fd)
+        return self.reader.join()
+
+
+@pytest.fixture
+def make_pipe() -> Iterator[type[Pipe]]:
+    yield Pipe
+
+
+def md5(*parts: bytes | memoryview) -> str:
+    digest = hashlib.md5()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def gl_context():  # type: ignore[no-untyped-def]
+    """A real OpenGL context: Mesa llvmpipe through EGL, no display needed."""
+    import moderngl
+
+    context = moderngl.create_standalone_context(backend="egl")
+    yield context
+    context.release()
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())

@@ -1,0 +1,157 @@
+"""Bad arguments raise at the call; failed writes raise at the next call touching their fd."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import turbopipe
+from conftest import Pipe, md5
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("data", "file", "error"),
+    [
+        (42, 1, TypeError),
+        ("text", 1, TypeError),
+        (np.zeros((64, 64, 3), np.uint8)[:, ::2], 1, ValueError),  # not C-contiguous
+        (b"x", -1, ValueError),
+        (b"x", "1", TypeError),
+        (b"x", 1.0, TypeError),
+    ],
+)
+def test_bad_arguments_raise_at_the_call(data: object, file: object, error: type) -> None:
+    with pytest.raises(error):
+        turbopipe.pipe(data, file)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("option", ["chunk", "pipe_size"])
+def test_negative_option_raises(option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        turbopipe.pipe(b"x", 1, **{option: -1})
+
+
+def test_closed_descriptor_raises_ebadf_at_the_call() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    os.close(write_fd)
+    with pytest.raises(OSError, match="not open for writing") as caught:
+        turbopipe.pipe(b"x", write_fd)
+    assert caught.value.errno == errno.EBADF
+
+
+def test_read_only_descriptor_raises_ebadf_at_the_call() -> None:
+    read_fd, write_fd = os.pipe()
+    with pytest.raises(OSError) as caught:
+        turbopipe.pipe(b"x", read_fd)
+    assert caught.value.errno == errno.EBADF
+    os.close(read_fd)
+    os.close(write_fd)
+
+
+def test_dead_reader_raises_broken_pipe_at_sync() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    turbopipe.pipe(os.urandom(MiB), write_fd)
+    with pytest.raises(BrokenPipeError, match=rf"fd {write_fd}: wrote 0 of {MiB} bytes\)$"):
+        turbopipe.sync()
+    turbopipe.sync()  # reported once, then forgotten
+    os.close(write_fd)
+
+
+def test_reader_closing_mid_item_counts_written_and_dropped() -> None:
+    read_fd, write_fd = os.pipe()
+    for _ in range(4):
+        turbopipe.pipe(os.urandom(4 * MiB), write_fd)
+    time.sleep(0.3)  # the first item fills the pipe and waits; three more are queued
+    os.close(read_fd)
+    with pytest.raises(BrokenPipeError) as caught:
+        turbopipe.sync()
+    message = str(caught.value)
+    assert re.search(rf"wrote (\d+) of {4 * MiB} bytes, 3 queued items dropped", message), message
+    assert caught.value.errno == errno.EPIPE
+    os.close(write_fd)
+
+
+def test_failure_is_raised_by_the_next_pipe_to_that_fd() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    turbopipe.pipe(b"lost", write_fd)
+    with pytest.raises(BrokenPipeError):
+        for _ in range(500):  # the failure lands when the worker gets to it
+            turbopipe.pipe(b"more", write_fd)
+            time.sleep(0.01)
+    os.close(write_fd)
+
+
+def test_sync_of_the_failed_object_raises() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    data = bytearray(1000)
+    turbopipe.pipe(data, write_fd)
+    with pytest.raises(BrokenPipeError):
+        turbopipe.sync(data)
+    os.close(write_fd)
+
+
+def test_failure_on_one_fd_leaves_others_alone(make_pipe: type[Pipe]) -> None:
+    healthy = make_pipe()
+    read_fd, broken_fd = os.pipe()
+    os.close(read_fd)
+    turbopipe.pipe(b"lost", broken_fd)
+    payloads = [os.urandom(MiB) for _ in range(8)]
+    for payload in payloads:
+        turbopipe.pipe(payload, healthy.fd)
+        turbopipe.sync(payload)
+    turbopipe.sync(file=healthy.fd)
+    with pytest.raises(BrokenPipeError, match=f"fd {broken_fd}"):
+        turbopipe.sync()
+    assert healthy.finish() == md5(*payloads)
+    os.close(broken_fd)
+
+
+def test_close_reports_the_failure_and_still_stops() -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    turbopipe.pipe(b"x" * 100, write_fd)
+    with pytest.raises(BrokenPipeError):
+        turbopipe.close()
+    os.close(write_fd)
+
+
+def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
+    """head reads 5 MiB and exits; the writer sees BrokenPipeError and exits 0."""
+    script = textwrap.dedent(
+        """
+        import os, subprocess, sys, turbopipe
+        turbopipe._engine = __import__("turbopipe." + sys.argv[1], fromlist=["_"])
+        reader = subprocess.Popen(["head", "-c", str(5 << 20)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                turbopipe.pipe(os.urandom(1 << 20), reader.stdin.fileno())
+            turbopipe.sync()
+        except BrokenPipeError as error:
+            print("raised", error)
+        reader.wait()
+        """
+    )
+    module = "_core" if turbopipe._engine.__name__.endswith("_core") else "_fallback"
+    # SIGPIPE back to its default action: the engine must not let it kill the process.
+    script = f"import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n{script}"
+    result = subprocess.run(
+        [sys.executable, "-c", script, module],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "raised [Errno 32] Broken pipe" in result.stdout

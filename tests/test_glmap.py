@@ -1,0 +1,160 @@
+"""moderngl buffers on a real OpenGL context (Mesa llvmpipe through EGL)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import time
+
+import moderngl
+import pytest
+
+import turbopipe
+from conftest import Pipe, Reader, md5
+
+GL_ARRAY_BUFFER = 0x8892
+GL_ARRAY_BUFFER_BINDING = 0x8894
+
+
+class ArrayBufferBinding:
+    """The caller's GL_ARRAY_BUFFER binding, read and set through the context's own loader."""
+
+    def __init__(self, ctx: moderngl.Context) -> None:
+        load = ctx.mglo._context.load
+        self._bind = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.c_uint)(load("glBindBuffer"))
+        self._get = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.POINTER(ctypes.c_int))(
+            load("glGetIntegerv")
+        )
+
+    def get(self) -> int:
+        value = ctypes.c_int()
+        self._get(GL_ARRAY_BUFFER_BINDING, ctypes.byref(value))
+        return value.value
+
+    def set(self, glo: int) -> None:
+        self._bind(GL_ARRAY_BUFFER, glo)
+
+
+def render(ctx: moderngl.Context, fbo: moderngl.Framebuffer, frame: int) -> bytes:
+    """Clear fbo to a color that depends on frame; return the bytes it must read back as."""
+    color = (frame * 7 % 256, frame * 13 % 256, frame * 29 % 256)
+    fbo.use()
+    fbo.clear(*(c / 255 for c in color))
+    return bytes(color) * (fbo.width * fbo.height)
+
+
+@pytest.fixture(scope="module")
+def fbo(gl_context: moderngl.Context) -> moderngl.Framebuffer:
+    # Kept for the module: moderngl reports GL_INVALID_OPERATION for the next framebuffer
+    # made after releasing the one in use.
+    return gl_context.simple_framebuffer((320, 180), components=3)
+
+
+@pytest.mark.parametrize("buffers", [1, 4])
+def test_framebuffer_readbacks_through_ffmpeg(
+    gl_context: moderngl.Context, fbo: moderngl.Framebuffer, ffmpeg_exe: str, buffers: int
+) -> None:
+    (width, height), frames = fbo.size, 24
+    ring = [gl_context.buffer(reserve=width * height * 3) for _ in range(buffers)]
+    ffmpeg = subprocess.Popen(
+        [ffmpeg_exe, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+         f"{width}x{height}", "-i", "-", "-f", "rawvideo", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert ffmpeg.stdin is not None and ffmpeg.stdout is not None
+    reader = Reader(os.dup(ffmpeg.stdout.fileno()))
+    expected = []
+    for frame in range(frames):
+        buffer = ring[frame % buffers]
+        turbopipe.sync(buffer)  # its previous write is done: GL may write it again
+        expected.append(render(gl_context, fbo, frame))
+        fbo.read_into(buffer, components=3)
+        turbopipe.pipe(buffer, ffmpeg.stdin.fileno())
+    turbopipe.sync()
+    assert gl_context.error == "GL_NO_ERROR"
+    ffmpeg.stdin.close()
+    assert ffmpeg.wait(timeout=60) == 0
+    ffmpeg.stdout.close()
+    assert reader.join() == md5(*expected)
+    for buffer in ring:
+        buffer.release()
+
+
+def test_same_buffer_piped_again_without_sync(
+    gl_context: moderngl.Context, make_pipe: type[Pipe]
+) -> None:
+    pipe = make_pipe()
+    data = os.urandom(1920 * 1080 * 3)
+    buffer = gl_context.buffer(data)
+    for _ in range(10):
+        turbopipe.pipe(buffer, pipe.fd)
+    turbopipe.sync(buffer.mglo)  # a buffer and its .mglo are one object
+    assert pipe.finish() == md5(*[data] * 10)
+    buffer.release()
+
+
+def test_mglo_is_accepted(gl_context: moderngl.Context, make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    data = os.urandom(4096)
+    buffer = gl_context.buffer(data)
+    turbopipe.pipe(buffer.mglo, pipe.fd)
+    turbopipe.sync(buffer)
+    assert pipe.finish() == md5(data)
+    buffer.write(data[::-1])  # unmapped: GL may write it
+    assert gl_context.error == "GL_NO_ERROR"
+    buffer.release()
+
+
+def test_each_buffer_is_unmapped_and_the_callers_binding_kept(
+    gl_context: moderngl.Context,
+) -> None:
+    binding = ArrayBufferBinding(gl_context)
+    read_fd, write_fd = os.pipe()
+    contents = [os.urandom(2 << 20) for _ in range(3)]
+    buffers = [gl_context.buffer(data) for data in contents]
+    expected = md5(*contents)
+    for buffer in buffers:  # all three mapped at once, the pipe stalled
+        turbopipe.pipe(buffer, write_fd)
+    unrelated = gl_context.buffer(reserve=16)
+    binding.set(unrelated.glo)
+    reader = Reader(read_fd)
+
+    turbopipe.sync(buffers[1])  # unmaps buffers[1] (and any other that is done), not the bound one
+    assert binding.get() == unrelated.glo
+    buffers[1].write(contents[0])  # binds buffers[1]
+    assert gl_context.error == "GL_NO_ERROR"
+    contents[1] = contents[0]
+
+    binding.set(unrelated.glo)
+    turbopipe.sync()
+    assert binding.get() == unrelated.glo
+    for buffer, data in zip(buffers, contents):
+        assert buffer.read() == data  # mapping it again works: it was unmapped
+        buffer.write(data[::-1])
+    assert gl_context.error == "GL_NO_ERROR"
+    os.close(write_fd)
+    assert reader.join() == expected
+    for buffer in [*buffers, unrelated]:
+        buffer.release()
+
+
+def test_finished_buffers_are_unmapped_by_later_calls(gl_context: moderngl.Context) -> None:
+    """Used without sync(), a buffer is unmapped by the first call after its write is done."""
+    read_fd, write_fd = os.pipe()
+    reader = Reader(read_fd)
+    first, second = (gl_context.buffer(os.urandom(1 << 20)) for _ in range(2))
+    turbopipe.pipe(first, write_fd)
+    deadline = time.monotonic() + 30
+    while reader.count < first.size:  # written and read: done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.05)
+    turbopipe.pipe(second, write_fd)
+    first.write(b"\0" * first.size)
+    assert gl_context.error == "GL_NO_ERROR"
+    turbopipe.sync()
+    os.close(write_fd)
+    assert reader.join()
+    first.release()
+    second.release()

@@ -1,0 +1,341 @@
+"""pipe / sync / close / done on real pipes, files and sockets, with every byte checked."""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import turbopipe
+from conftest import Pipe, Reader, md5
+
+MiB = 1 << 20
+
+
+def make_payloads(count: int, size: int) -> list[bytes]:
+    return [os.urandom(size) for _ in range(count)]
+
+
+def in_thread(target, *args) -> threading.Thread:  # type: ignore[no-untyped-def]
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_bytes_arrive_whole_and_in_order(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    payloads = make_payloads(40, 3 * MiB // 2)
+    for payload in payloads:
+        turbopipe.pipe(payload, pipe.fd)
+    turbopipe.sync()
+    assert pipe.finish() == md5(*payloads)
+
+
+def test_many_small_items_keep_their_order(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe(keep=True)
+    items = [f"{i:06d};".encode() for i in range(5000)]
+    for item in items:
+        turbopipe.pipe(item, pipe.fd)
+    turbopipe.sync()
+    pipe.finish()
+    assert bytes(pipe.reader.data or b"") == b"".join(items)
+
+
+@pytest.mark.parametrize(
+    "kind", ["bytes", "bytearray", "memoryview", "numpy_rgb", "numpy_float", "mmap", "empty"]
+)
+def test_buffer_kinds(make_pipe: type[Pipe], kind: str) -> None:
+    raw = os.urandom(1920 * 1080 * 3)
+    if kind == "bytes":
+        data: object = raw
+    elif kind == "bytearray":
+        data = bytearray(raw)
+    elif kind == "memoryview":
+        data = memoryview(bytearray(raw))[100:-100]
+    elif kind == "numpy_rgb":
+        data = np.frombuffer(raw, np.uint8).reshape(1080, 1920, 3).copy()
+    elif kind == "numpy_float":
+        data = np.frombuffer(raw, np.float32).reshape(1080, -1).copy()
+    elif kind == "mmap":
+        data = mmap.mmap(-1, len(raw))
+        data.write(raw)
+    else:
+        data = b""
+    expected = md5(memoryview(data).cast("B"))  # type: ignore[arg-type]
+    pipe = make_pipe()
+    turbopipe.pipe(data, pipe.fd)
+    turbopipe.sync(data)
+    assert pipe.finish() == expected
+
+
+def test_pipe_returns_before_the_bytes_are_written() -> None:
+    read_fd, write_fd = os.pipe()
+    payload = os.urandom(16 * MiB)  # far more than any pipe holds
+    turbopipe.pipe(payload, write_fd)  # nobody reads yet: a blocking pipe() would hang here
+    reader = Reader(read_fd)
+    turbopipe.sync(payload)
+    os.close(write_fd)
+    assert reader.join() == md5(payload)
+
+
+def test_piping_the_same_object_again_waits_for_its_write() -> None:
+    read_fd, write_fd = os.pipe()
+    frame = bytearray(os.urandom(8 * MiB))
+    first = bytes(frame)
+    turbopipe.pipe(frame, write_fd)
+    second = in_thread(turbopipe.pipe, frame, write_fd)
+    time.sleep(0.3)
+    assert second.is_alive(), "second pipe() of a busy object must wait"
+    reader = Reader(read_fd)
+    second.join(timeout=30)
+    assert not second.is_alive()
+    turbopipe.sync()
+    os.close(write_fd)
+    assert reader.join() == md5(first, first)
+
+
+def test_sync_of_an_object_waits_for_writes_of_its_memoryviews() -> None:
+    read_fd, write_fd = os.pipe()
+    frame = bytearray(os.urandom(8 * MiB))
+    turbopipe.pipe(memoryview(frame), write_fd)
+    waiter = in_thread(turbopipe.sync, frame)
+    time.sleep(0.3)
+    assert waiter.is_alive(), "sync(frame) returned while its memoryview was being written"
+    reader = Reader(read_fd)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    os.close(write_fd)
+    assert reader.join() == md5(frame)
+
+
+def test_sync_of_one_file_waits_only_for_it(make_pipe: type[Pipe]) -> None:
+    stalled_read, stalled_write = os.pipe()
+    flowing = make_pipe()
+    turbopipe.pipe(os.urandom(8 * MiB), stalled_write)
+    payload = os.urandom(4 * MiB)
+    turbopipe.pipe(payload, flowing.fd)
+    turbopipe.sync(file=flowing.fd)  # must not wait for the stalled pipe
+    assert flowing.finish() == md5(payload)
+    reader = Reader(stalled_read)
+    turbopipe.sync(file=stalled_write)
+    os.close(stalled_write)
+    assert reader.join(), "stalled pipe delivered"
+
+
+def test_queue_is_bounded_and_pipe_waits_for_room() -> None:
+    read_fd, write_fd = os.pipe()
+    items = make_payloads(40, 256 * 1024)
+
+    def pipe_all() -> None:
+        for item in items:
+            turbopipe.pipe(item, write_fd)
+
+    producer = in_thread(pipe_all)
+    time.sleep(0.3)
+    assert producer.is_alive(), "40 items into a stalled pipe must hit the queue bound"
+    reader = Reader(read_fd)
+    producer.join(timeout=30)
+    assert not producer.is_alive()
+    turbopipe.sync()
+    os.close(write_fd)
+    assert reader.join() == md5(*items)
+
+
+def test_objects_deleted_after_pipe_still_arrive_intact(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    expected = []
+    for _ in range(8):
+        frame = np.random.randint(0, 255, (720, 1280, 3), dtype=np.uint8)
+        expected.append(frame.tobytes())
+        turbopipe.pipe(frame, pipe.fd)
+        del frame
+        gc.collect()
+    turbopipe.sync()
+    assert pipe.finish() == md5(*expected)
+
+
+def test_references_are_dropped_after_sync(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    frame = bytearray(os.urandom(MiB))
+    view = memoryview(frame)
+    before = sys.getrefcount(frame), sys.getrefcount(view)
+    for _ in range(20):
+        turbopipe.pipe(view, pipe.fd)
+    turbopipe.sync(frame)
+    assert (sys.getrefcount(frame), sys.getrefcount(view)) == before
+    view.release()  # refused while the engine still holds an export of it
+    frame += b"x"  # refused while any export of frame is alive
+    pipe.finish()
+
+
+def test_several_files_from_several_threads(make_pipe: type[Pipe]) -> None:
+    pipes = [make_pipe() for _ in range(4)]
+    payloads = [make_payloads(12, MiB) for _ in pipes]
+
+    def produce(pipe: Pipe, items: list[bytes]) -> None:
+        for item in items:
+            turbopipe.pipe(item, pipe.fd)
+        turbopipe.sync(file=pipe.fd)
+
+    threads = [in_thread(produce, pipe, items) for pipe, items in zip(pipes, payloads)]
+    for thread in threads:
+        thread.join(timeout=60)
+    for pipe, items in zip(pipes, payloads):
+        assert pipe.finish() == md5(*items)
+
+
+def test_non_blocking_descriptor_with_a_slow_reader() -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    payloads = make_payloads(6, 2 * MiB)
+    for payload in payloads:
+        turbopipe.pipe(payload, write_fd)
+    time.sleep(0.2)  # the engine meets EAGAIN before anyone reads
+    reader = Reader(read_fd)
+    turbopipe.sync()
+    os.close(write_fd)
+    assert reader.join() == md5(*payloads)
+
+
+def test_regular_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    payloads = make_payloads(5, 3 * MiB)
+    with open(tmp_path / "out.bin", "wb") as file:
+        for payload in payloads:
+            turbopipe.pipe(payload, file.fileno())
+        turbopipe.sync()
+    assert md5((tmp_path / "out.bin").read_bytes()) == md5(*payloads)
+
+
+def test_socket() -> None:
+    ours, theirs = socket.socketpair()
+    reader = Reader(os.dup(theirs.fileno()))
+    theirs.close()
+    payloads = make_payloads(5, 3 * MiB)
+    for payload in payloads:
+        turbopipe.pipe(payload, ours.fileno())
+    turbopipe.sync()
+    ours.close()
+    assert reader.join() == md5(*payloads)
+
+
+@pytest.mark.parametrize("options", [{"chunk": 4096}, {"chunk": 65536, "pipe_size": 0}])
+def test_write_options(make_pipe: type[Pipe], options: dict[str, int]) -> None:
+    pipe = make_pipe()
+    payloads = make_payloads(4, 3 * MiB)
+    for payload in payloads:
+        turbopipe.pipe(payload, pipe.fd, **options)
+    turbopipe.sync()
+    assert pipe.finish() == md5(*payloads)
+
+
+def test_pipe_is_grown(make_pipe: type[Pipe]) -> None:
+    import fcntl
+
+    pipe = make_pipe()
+    turbopipe.pipe(b"x", pipe.fd, pipe_size=MiB)
+    turbopipe.sync()
+    assert fcntl.fcntl(pipe.fd, 1032) == MiB  # F_GETPIPE_SZ
+    pipe.finish()
+
+
+def test_vmsplice_never_lets_the_reader_see_later_changes() -> None:
+    read_fd, write_fd = os.pipe()
+    reader = Reader(read_fd)
+    frame = np.zeros(8 * MiB, np.uint8)
+    expected = []
+    for value in range(1, 9):
+        frame[:] = value
+        expected.append(frame.tobytes())
+        turbopipe.pipe(frame, write_fd, vmsplice=True)
+        turbopipe.sync(frame)  # after this the memory is ours again
+    frame[:] = 0
+    os.close(write_fd)
+    assert reader.join() == md5(*expected)
+
+
+def test_caller_closing_its_descriptor_does_not_cut_queued_writes() -> None:
+    read_fd, write_fd = os.pipe()
+    payloads = make_payloads(4, 4 * MiB)
+    for payload in payloads:
+        turbopipe.pipe(payload, write_fd)
+    os.close(write_fd)  # the engine holds its own descriptor until the bytes are out
+    reader = Reader(read_fd)
+    turbopipe.sync()
+    assert reader.join() == md5(*payloads)
+
+
+def test_close_then_pipe_again(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    turbopipe.pipe(b"one", pipe.fd)
+    turbopipe.close()
+    turbopipe.pipe(b"two", pipe.fd)
+    turbopipe.done(b"two")
+    turbopipe.close()
+    assert pipe.finish() == md5(b"onetwo")
+
+
+def test_close_from_one_thread_while_another_pipes(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    payloads = make_payloads(200, 64 * 1024)
+
+    def produce() -> None:
+        for payload in payloads:
+            turbopipe.pipe(payload, pipe.fd)
+
+    producer = in_thread(produce)
+    while producer.is_alive():
+        turbopipe.close()
+    turbopipe.sync()
+    assert pipe.finish() == md5(*payloads)
+
+
+def test_interpreter_exit_flushes_queued_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "out.bin"
+    script = f"""
+import os, sys, turbopipe
+turbopipe._engine = __import__("turbopipe." + sys.argv[1], fromlist=["_"])
+fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)
+for i in range(20):
+    turbopipe.pipe(bytes([i]) * (1 << 20), fd)
+"""
+    module = "_core" if turbopipe._engine.__name__.endswith("_core") else "_fallback"
+    subprocess.run([sys.executable, "-c", script, module], check=True, timeout=60)
+    assert target.read_bytes() == b"".join(bytes([i]) * (1 << 20) for i in range(20))
+
+
+def test_numpy_frames_through_ffmpeg(ffmpeg_exe: str) -> None:
+    width, height = 320, 240
+    frames = [np.random.randint(0, 255, (height, width, 3), np.uint8) for _ in range(30)]
+    ffmpeg = subprocess.Popen(
+        [ffmpeg_exe, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
+         f"{width}x{height}", "-i", "-", "-f", "rawvideo", "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert ffmpeg.stdin is not None and ffmpeg.stdout is not None
+    reader = Reader(os.dup(ffmpeg.stdout.fileno()))
+    for frame in frames:
+        turbopipe.pipe(frame, ffmpeg.stdin.fileno())
+    turbopipe.sync()
+    ffmpeg.stdin.close()
+    assert ffmpeg.wait(timeout=60) == 0
+    ffmpeg.stdout.close()
+    assert reader.join() == md5(*frames)
+
+
+def test_keyword_spellings_of_both_published_generations(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    turbopipe.pipe(b"2.x ", file=pipe.fd)
+    turbopipe.pipe(b"1.x", fileno=pipe.fd)
+    turbopipe.sync(data=b"")
+    turbopipe.sync()
+    assert pipe.finish() == md5(b"2.x 1.x")
+    with pytest.raises(TypeError):
+        turbopipe.pipe(b"x")  # type: ignore[call-arg]
