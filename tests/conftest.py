@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from types import ModuleType
@@ -90,3 +93,16 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
     return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def run_with_engine(script: str) -> subprocess.CompletedProcess[str]:
+    """Run script in a fresh interpreter, on the engine under test, as ``turbopipe``."""
+    module = "_core" if turbopipe._engine is _core else "_fallback"
+    prologue = (
+        "import sys, turbopipe\n"
+        f"turbopipe._engine = __import__('turbopipe.{module}', fromlist=['_'])\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", prologue + textwrap.dedent(script)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip

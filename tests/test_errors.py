@@ -5,16 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import re
-import subprocess
-import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
 import turbopipe
-from conftest import Pipe, md5
+from conftest import Pipe, md5, run_with_engine
 
 MiB = 1 << 20
 
@@ -131,10 +128,11 @@ def test_close_reports_the_failure_and_still_stops() -> None:
 
 def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
     """head reads 5 MiB and exits; the writer sees BrokenPipeError and exits 0."""
-    script = textwrap.dedent(
+    result = run_with_engine(
         """
-        import os, subprocess, sys, turbopipe
-        turbopipe._engine = __import__("turbopipe." + sys.argv[1], fromlist=["_"])
+        import os, signal, subprocess
+        # SIGPIPE back to its default action: the engine must not let it kill the process.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         reader = subprocess.Popen(["head", "-c", str(5 << 20)], stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL)
         try:
@@ -146,12 +144,5 @@ def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
         reader.wait()
         """
     )
-    module = "_core" if turbopipe._engine.__name__.endswith("_core") else "_fallback"
-    # SIGPIPE back to its default action: the engine must not let it kill the process.
-    script = f"import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n{script}"
-    result = subprocess.run(
-        [sys.executable, "-c", script, module],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "raised [Errno 32] Broken pipe" in result.stdout

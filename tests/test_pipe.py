@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import turbopipe
-from conftest import Pipe, Reader, md5
+from conftest import Pipe, Reader, md5, run_with_engine
 
 MiB = 1 << 20
 
@@ -299,15 +299,15 @@ def test_close_from_one_thread_while_another_pipes(make_pipe: type[Pipe]) -> Non
 
 def test_interpreter_exit_flushes_queued_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     target = tmp_path / "out.bin"
-    script = f"""
-import os, sys, turbopipe
-turbopipe._engine = __import__("turbopipe." + sys.argv[1], fromlist=["_"])
-fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)
-for i in range(20):
-    turbopipe.pipe(bytes([i]) * (1 << 20), fd)
-"""
-    module = "_core" if turbopipe._engine.__name__.endswith("_core") else "_fallback"
-    subprocess.run([sys.executable, "-c", script, module], check=True, timeout=60)
+    result = run_with_engine(
+        f"""
+        import os
+        fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)
+        for i in range(20):
+            turbopipe.pipe(bytes([i]) * (1 << 20), fd)
+        """
+    )
+    assert result.returncode == 0, result.stderr
     assert target.read_bytes() == b"".join(bytes([i]) * (1 << 20) for i in range(20))
 
 
@@ -339,3 +339,47 @@ def test_keyword_spellings_of_both_published_generations(make_pipe: type[Pipe]) 
     assert pipe.finish() == md5(b"2.x 1.x")
     with pytest.raises(TypeError):
         turbopipe.pipe(b"x")  # type: ignore[call-arg]
+
+
+def test_waits_can_be_interrupted() -> None:
+    result = run_with_engine(
+        """
+        import os, signal, threading
+        read_fd, write_fd = os.pipe()
+        turbopipe.pipe(bytes(8 << 20), write_fd)  # nobody reads: sync() would wait forever
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            turbopipe.sync()
+        except KeyboardInterrupt:
+            print("interrupted")
+        os.close(read_fd)  # the write now fails: close() at exit reports it
+        """
+    )
+    assert "interrupted" in result.stdout, result.stderr
+    assert "BrokenPipeError" in result.stderr
+    assert result.returncode == 0
+
+
+def test_fork_with_writes_queued(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = run_with_engine(
+        f"""
+        import os
+        parent_fd = os.open({str(tmp_path / "parent")!r}, os.O_WRONLY | os.O_CREAT)
+        for i in range(8):
+            turbopipe.pipe(bytes([i]) * (1 << 20), parent_fd)
+        pid = os.fork()
+        if pid == 0:  # the child pipes on its own engine
+            child_fd = os.open({str(tmp_path / "child")!r}, os.O_WRONLY | os.O_CREAT)
+            turbopipe.pipe(b"child", child_fd)
+            turbopipe.sync()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        turbopipe.pipe(b"after", parent_fd)
+        turbopipe.sync()
+        print("child", status)
+        """
+    )
+    assert "child 0" in result.stdout, result.stderr
+    expected = b"".join(bytes([i]) * (1 << 20) for i in range(8)) + b"after"
+    assert (tmp_path / "parent").read_bytes() == expected
+    assert (tmp_path / "child").read_bytes() == b"child"

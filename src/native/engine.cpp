@@ -38,7 +38,11 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     }
     stream->queue.push_back(item);
     busy_keys_.insert(item.key);
-    stream->wake.notify_one();
+    // Notified unlocked so the worker does not wake into a held mutex; the stream cannot
+    // be stopped meanwhile, as it is not idle.
+    Stream* woken = stream.get();
+    lock.unlock();
+    woken->wake.notify_one();
     return Outcome::Done;
 }
 
