@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entry point for a fresh machine: ./run.sh test | ./run.sh benchmark [options]
+# Entry point for a fresh machine: ./run.sh demo | test | benchmark [options]
 # Each command makes ./.venv if needed, installs this package (building the native engine)
 # with what the command needs, then runs it.
 set -euo pipefail
@@ -20,12 +20,16 @@ case "$command" in
     .venv/bin/python -m mypy
     .venv/bin/python -m pytest "$@"
     ;;
+  demo)
+    pip install '.[moderngl,ffmpeg,progress]'
+    .venv/bin/python -m turbopipe demo "$@"
+    ;;
   benchmark)
     pip install '.[moderngl,ffmpeg]' numpy
     .venv/bin/python -m turbopipe benchmark "$@"
     ;;
   *)
-    echo "usage: ./run.sh test [pytest args] | ./run.sh benchmark [--help]" >&2
+    echo "usage: ./run.sh demo [--help] | test [pytest args] | benchmark [--help]" >&2
     exit 2
     ;;
 esac

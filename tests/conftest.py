@@ -79,13 +79,22 @@ def md5(*parts: bytes | memoryview) -> str:
 
 
 @pytest.fixture(scope="session")
-def gl_context():  # type: ignore[no-untyped-def]
-    """A real OpenGL context: Mesa llvmpipe through EGL, no display needed."""
+def _gl_session():  # type: ignore[no-untyped-def]
     import moderngl
 
     context = moderngl.create_standalone_context(backend="egl")
     yield context
     context.release()
+
+
+@pytest.fixture
+def gl_context(_gl_session):  # type: ignore[no-untyped-def]
+    """A real OpenGL context: Mesa llvmpipe through EGL, no display needed.
+
+    Shared by the session; each test must leave it without a GL error.
+    """
+    yield _gl_session
+    assert _gl_session.error == "GL_NO_ERROR"
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ MiB = 1 << 20
         ("text", 1, TypeError),
         (np.zeros((64, 64, 3), np.uint8)[:, ::2], 1, ValueError),  # not C-contiguous
         (b"x", -1, ValueError),
+        (b"x", 1 << 64, ValueError),
         (b"x", "1", TypeError),
         (b"x", 1.0, TypeError),
     ],
@@ -146,3 +147,16 @@ def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "raised [Errno 32] Broken pipe" in result.stdout
+
+
+def test_a_failed_object_is_held_until_its_failure_is_reported() -> None:
+    """Its address cannot be reused by a new object that would inherit the failure."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    turbopipe.pipe(bytearray(1000), write_fd)  # only the engine refers to it
+    time.sleep(0.1)  # the write fails meanwhile
+    for _ in range(200):
+        turbopipe.sync(bytearray(1000))  # unrelated objects: nothing to report
+    with pytest.raises(BrokenPipeError):
+        turbopipe.sync()
+    os.close(write_fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+import threading
 import time
 
 import moderngl
@@ -45,10 +46,10 @@ def render(ctx: moderngl.Context, fbo: moderngl.Framebuffer, frame: int) -> byte
 
 
 @pytest.fixture(scope="module")
-def fbo(gl_context: moderngl.Context) -> moderngl.Framebuffer:
+def fbo(_gl_session: moderngl.Context) -> moderngl.Framebuffer:
     # Kept for the module: moderngl reports GL_INVALID_OPERATION for the next framebuffer
     # made after releasing the one in use.
-    return gl_context.simple_framebuffer((320, 180), components=3)
+    return _gl_session.simple_framebuffer((320, 180), components=3)
 
 
 @pytest.mark.parametrize("buffers", [1, 4])
@@ -158,3 +159,30 @@ def test_finished_buffers_are_unmapped_by_later_calls(gl_context: moderngl.Conte
     assert reader.join()
     first.release()
     second.release()
+
+
+def test_calls_from_another_thread_leave_gl_mappings_alone(
+    gl_context: moderngl.Context, make_pipe: type[Pipe]
+) -> None:
+    """Only the GL thread can unmap; another thread's calls must not drop the mapping."""
+    pipe, other = make_pipe(), make_pipe()
+    data = os.urandom(1 << 20)
+    buffer = gl_context.buffer(data)
+    turbopipe.pipe(buffer, pipe.fd)
+
+    def audio() -> None:
+        for _ in range(5):
+            turbopipe.pipe(b"audio", other.fd)
+        turbopipe.sync()
+
+    thread = threading.Thread(target=audio)
+    thread.start()
+    thread.join()
+    turbopipe.sync(buffer)  # on the GL thread: unmaps
+    buffer.write(data[::-1])
+    assert gl_context.error == "GL_NO_ERROR"
+    turbopipe.pipe(buffer, pipe.fd)
+    turbopipe.sync()
+    assert pipe.finish() == md5(data, data[::-1])
+    assert other.finish() == md5(b"audio" * 5)
+    buffer.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import mmap
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ import turbopipe
 from conftest import Pipe, Reader, md5, run_with_engine
 
 MiB = 1 << 20
+F_GETPIPE_SZ = 1032
 
 
 def make_payloads(count: int, size: int) -> list[bytes]:
@@ -236,13 +239,14 @@ def test_write_options(make_pipe: type[Pipe], options: dict[str, int]) -> None:
     assert pipe.finish() == md5(*payloads)
 
 
-def test_pipe_is_grown(make_pipe: type[Pipe]) -> None:
-    import fcntl
-
+@pytest.mark.parametrize("size", [MiB, 1 << 40])
+def test_pipe_is_grown(make_pipe: type[Pipe], size: int) -> None:
     pipe = make_pipe()
-    turbopipe.pipe(b"x", pipe.fd, pipe_size=MiB)
+    turbopipe.pipe(b"x", pipe.fd, pipe_size=size)
     turbopipe.sync()
-    assert fcntl.fcntl(pipe.fd, 1032) == MiB  # F_GETPIPE_SZ
+    # As far as allowed: unprivileged processes stop at /proc/sys/fs/pipe-max-size.
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert fcntl.fcntl(pipe.fd, F_GETPIPE_SZ) >= min(MiB, limit)
     pipe.finish()
 
 
@@ -270,6 +274,23 @@ def test_caller_closing_its_descriptor_does_not_cut_queued_writes() -> None:
     reader = Reader(read_fd)
     turbopipe.sync()
     assert reader.join() == md5(*payloads)
+
+
+def test_a_reused_fd_number_is_a_new_file(tmp_path: Path) -> None:
+    """Closed and reused by an open(): old bytes go to the old pipe, new ones to the new
+    file, which does not wait behind (or share the failure of) the old pipe."""
+    old_read, fd = os.pipe()
+    old = os.urandom(4 * MiB)
+    turbopipe.pipe(old, fd)  # stalls: nobody reads the old pipe yet
+    os.close(fd)
+    assert os.open(tmp_path / "new", os.O_WRONLY | os.O_CREAT) == fd  # the lowest free
+    turbopipe.pipe(b"new bytes", fd)
+    turbopipe.sync(file=fd)  # would hang behind the stalled old pipe
+    os.close(fd)
+    assert (tmp_path / "new").read_bytes() == b"new bytes"
+    old_reader = Reader(old_read)
+    turbopipe.sync(old)
+    assert old_reader.join() == md5(old)
 
 
 def test_close_then_pipe_again(make_pipe: type[Pipe]) -> None:

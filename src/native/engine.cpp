@@ -1,5 +1,6 @@
 #include "engine.hpp"
 
+#include <algorithm>
 #include <system_error>
 
 namespace turbopipe {
@@ -14,80 +15,87 @@ std::string Failure::describe() const {
 Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
     auto ready = [&] {
-        if (failures_.count(fd)) return true;
-        if (busy_keys_.count(item.key)) return false;
-        auto found = streams_.find(fd);
-        return found == streams_.end() || found->second->queue.size() < queue_limit_;
+        Stream* stream = current(fd, &item.file);
+        if (stream && stream->failure) return true;
+        if (active_keys_.count(item.key)) return false;
+        return !stream || stream->queue.size() < queue_limit_;
     };
     if (!progress_.wait_until(lock, deadline, ready)) return Outcome::TimedOut;
-    if (take_failure(fd, failure)) return Outcome::Failed;
 
-    auto& stream = streams_[fd];
+    Stream* stream = current(fd, &item.file);
+    if (stream && take_failure(stream, failure)) return Outcome::Failed;
     if (!stream) {
-        stream = std::make_unique<Stream>();
-        stream->fd = fd;
+        auto created = std::make_unique<Stream>();
+        created->fd = fd;
+        created->file = item.file;
         try {
-            stream->worker = std::thread(&Engine::run, this, stream.get());
+            created->worker = std::thread(&Engine::run, this, created.get());
         } catch (const std::system_error&) {
-            streams_.erase(fd);
-            failure->fd = fd;
-            failure->error = EAGAIN;
-            failure->size = item.size;
+            *failure = Failure{fd, EAGAIN, 0, item.size, 0, {}, {}};
             return Outcome::Failed;
         }
+        stream = created.get();
+        streams_[fd] = std::move(created);
     }
     stream->queue.push_back(item);
-    busy_keys_.insert(item.key);
-    // Notified unlocked so the worker does not wake into a held mutex; the stream cannot
-    // be stopped meanwhile, as it is not idle.
-    Stream* woken = stream.get();
-    lock.unlock();
-    woken->wake.notify_one();
+    active_keys_.insert(item.key);
+    // Notified under the lock: once it is released the stream may go idle and be stopped.
+    stream->wake.notify_one();
     return Outcome::Done;
 }
 
 Outcome Engine::wait_key(uintptr_t key, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!progress_.wait_until(lock, deadline, [&] { return !busy_keys_.count(key); })) {
+    if (!progress_.wait_until(lock, deadline, [&] { return !active_keys_.count(key); })) {
         return Outcome::TimedOut;
     }
-    for (auto& [fd, pending] : failures_) {
-        for (uintptr_t failed : pending.keys) {
-            if (failed == key) return take_failure(fd, failure) ? Outcome::Failed : Outcome::Done;
-        }
-    }
-    return Outcome::Done;
+    Stream* stream = failed_stream([&](const Failure& f) {
+        return std::find(f.keys.begin(), f.keys.end(), key) != f.keys.end();
+    });
+    return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
 
 Outcome Engine::wait_fd(int fd, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!progress_.wait_until(lock, deadline, [&] { return idle(fd); })) return Outcome::TimedOut;
-    return take_failure(fd, failure) ? Outcome::Failed : Outcome::Done;
+    auto idle = [&] {
+        Stream* stream = current(fd, nullptr);
+        return !stream || stream->idle();
+    };
+    if (!progress_.wait_until(lock, deadline, idle)) return Outcome::TimedOut;
+    return take_failure(current(fd, nullptr), failure) ? Outcome::Failed : Outcome::Done;
 }
 
 Outcome Engine::wait_all(Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!progress_.wait_until(lock, deadline, [&] { return busy_keys_.empty(); })) {
+    if (!progress_.wait_until(lock, deadline, [&] { return active_keys_.empty(); })) {
         return Outcome::TimedOut;
     }
-    if (failures_.empty()) return Outcome::Done;
-    take_failure(failures_.begin()->first, failure);
-    return Outcome::Failed;
+    Stream* stream = failed_stream([](const Failure&) { return true; });
+    return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
 
 void Engine::stop_idle_workers() {
     std::vector<std::unique_ptr<Stream>> stopped;
     {
         std::lock_guard<std::mutex> lock(mutex_);
+        auto stoppable = [](const std::unique_ptr<Stream>& stream) {
+            return stream->idle() && !stream->failure;
+        };
         for (auto it = streams_.begin(); it != streams_.end();) {
-            if (idle(it->first)) {
-                it->second->stopping = true;
-                it->second->wake.notify_one();
+            if (stoppable(it->second)) {
                 stopped.push_back(std::move(it->second));
                 it = streams_.erase(it);
             } else {
                 ++it;
             }
+        }
+        for (auto& stream : retired_) {
+            if (stoppable(stream)) stopped.push_back(std::move(stream));
+        }
+        retired_.erase(std::remove(retired_.begin(), retired_.end(), nullptr), retired_.end());
+        for (auto& stream : stopped) {
+            stream->stopping = true;
+            stream->wake.notify_one();
         }
     }
     for (auto& stream : stopped) stream->worker.join();
@@ -95,7 +103,10 @@ void Engine::stop_idle_workers() {
 
 bool Engine::busy(uintptr_t key) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return busy_keys_.count(key) != 0;
+    if (active_keys_.count(key)) return true;
+    return failures_ && failed_stream([&](const Failure& f) {
+               return std::find(f.keys.begin(), f.keys.end(), key) != f.keys.end();
+           }) != nullptr;
 }
 
 std::vector<void*> Engine::take_finished() {
@@ -122,38 +133,65 @@ void Engine::run(Stream* stream) {
         lock.lock();
 
         stream->writing = false;
-        finish(item);
-        if (error) {
-            Failure& failure = failures_[stream->fd];
-            failure = Failure{stream->fd, error, written, item.size, 0, {item.key}};
-            for (const Item& dropped : stream->queue) {
-                release_descriptor(dropped.descriptor);
+        active_keys_.erase(item.key);
+        if (!error) {
+            finished_.push_back(item.owner);
+        } else {
+            Failure failure{stream->fd, error, written, item.size, 0, {item.key}, {item.owner}};
+            std::deque<Item> dropped;
+            dropped.swap(stream->queue);
+            for (const Item& lost : dropped) {
+                active_keys_.erase(lost.key);
                 failure.dropped++;
-                failure.keys.push_back(dropped.key);
-                finish(dropped);
+                failure.keys.push_back(lost.key);
+                failure.owners.push_back(lost.owner);
             }
-            stream->queue.clear();
+            stream->failure = std::move(failure);
+            failures_++;
+            // Closing can block (a file on NFS): not under the lock.
+            lock.unlock();
+            for (const Item& lost : dropped) release_descriptor(lost.descriptor);
+            lock.lock();
         }
         progress_.notify_all();
     }
 }
 
-void Engine::finish(const Item& item) {
-    busy_keys_.erase(item.key);
-    finished_.push_back(item.owner);
+Engine::Stream* Engine::current(int fd, const FileId* file) {
+    auto found = streams_.find(fd);
+    if (found == streams_.end()) return nullptr;
+    if (file && !(found->second->file == *file)) {
+        retired_.push_back(std::move(found->second));
+        streams_.erase(found);
+        return nullptr;
+    }
+    return found->second.get();
 }
 
-bool Engine::take_failure(int fd, Failure* failure) {
-    auto found = failures_.find(fd);
-    if (found == failures_.end()) return false;
-    *failure = std::move(found->second);
-    failures_.erase(found);
+bool Engine::take_failure(Stream* stream, Failure* failure) {
+    if (!stream || !stream->failure) return false;
+    *failure = std::move(*stream->failure);
+    stream->failure.reset();
+    failures_--;
     return true;
 }
 
-bool Engine::idle(int fd) {
-    auto found = streams_.find(fd);
-    return found == streams_.end() || (found->second->queue.empty() && !found->second->writing);
+template <class Match>
+Engine::Stream* Engine::failed_stream(Match match) {
+    Stream* best = nullptr;
+    if (!failures_) return best;
+    for_each_stream([&](Stream* stream) {
+        if (stream->failure && match(*stream->failure) && (!best || stream->fd < best->fd)) {
+            best = stream;
+        }
+    });
+    return best;
+}
+
+template <class Visit>
+void Engine::for_each_stream(Visit visit) {
+    for (auto& [fd, stream] : streams_) visit(stream.get());
+    for (auto& stream : retired_) visit(stream.get());
 }
 
 }  // namespace turbopipe

@@ -1,22 +1,28 @@
 // The engine: one queue and one writer thread per file descriptor.
 //
 // Invariants (all state below is guarded by the one mutex_, never held during I/O):
-// - Items of one fd are written in submission order by that fd's worker, and only by it.
-// - Only one item per key is queued or being written at a time; submit() waits otherwise,
-//   so an owner's memory is exported at most once.
-// - An owner handed to submit() comes back exactly once from take_finished(), after its
-//   bytes were written or dropped; the engine never touches its memory afterwards.
-// - A failed write drops the items queued behind it on that fd and leaves one Failure per
-//   fd, which the next submit/wait touching that fd reports and forgets.
+// - Items of one stream are written in submission order by that stream's worker only.
+// - A stream writes to one file: the fd number it serves, as it was when its items were
+//   submitted. When the number comes to name another file (closed, then reused by an
+//   open()), the old stream is retired: it finishes its own items and failure, and a new
+//   stream serves the number.
+// - A key has at most one item queued or being written; submit() waits otherwise, so an
+//   owner's memory is exported at most once.
+// - Every owner handed to submit() comes back exactly once: from take_finished() once its
+//   bytes are written, or inside the Failure that reports its item failed or was dropped.
+//   Until that failure is reported its key stays busy(), so it cannot be freed and its
+//   address reused by another key.
+// - A failed write drops the items queued behind it on that stream and leaves one Failure
+//   there, reported by the next submit/wait touching that stream.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -33,6 +39,7 @@ struct Item {
     const uint8_t* data;
     size_t size;
     int descriptor;  // from capture_descriptor; the engine closes it
+    FileId file;     // what the fd named at submission
     uintptr_t key;   // identity that wait_key() waits on
     void* owner;     // the caller's handle keeping `data` alive
     WriteOptions options;
@@ -45,6 +52,7 @@ struct Failure {
     size_t size = 0;              // size of the failing item
     size_t dropped = 0;           // queued items behind it that were never written
     std::vector<uintptr_t> keys;  // keys of the failing and the dropped items
+    std::vector<void*> owners;    // their owners, for the caller to release
 
     // "fd 5: wrote 1024 of 6220800 bytes, 3 queued items dropped"
     std::string describe() const;
@@ -66,35 +74,46 @@ public:
     Outcome wait_fd(int fd, Deadline deadline, Failure* failure);
     Outcome wait_all(Deadline deadline, Failure* failure);
 
-    // Stops and joins the workers of idle fds; a later submit starts them again.
+    // Stops and joins the workers of idle streams with nothing to report; a later submit
+    // starts them again.
     void stop_idle_workers();
 
+    // Whether key has an item queued, being written, or in an unreported failure.
     bool busy(uintptr_t key);
 
-    // Owners whose items are finished, for the caller to release.
+    // Owners whose items are written, for the caller to release.
     std::vector<void*> take_finished();
 
 private:
     struct Stream {
         int fd;
+        FileId file;
         std::deque<Item> queue;
         bool writing = false;
         bool stopping = false;
+        std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
+
+        bool idle() const { return queue.empty() && !writing; }
     };
 
     void run(Stream* stream);
-    void finish(const Item& item);
-    bool take_failure(int fd, Failure* failure);
-    bool idle(int fd);
+    Stream* current(int fd, const FileId* file);
+    bool take_failure(Stream* stream, Failure* failure);
+    // The stream with the lowest fd whose failure matches, among current and retired.
+    template <class Match>
+    Stream* failed_stream(Match match);
+    template <class Visit>
+    void for_each_stream(Visit visit);
 
     const size_t queue_limit_;
     std::mutex mutex_;
-    std::condition_variable progress_;  // an item finished
-    std::unordered_map<int, std::unique_ptr<Stream>> streams_;
-    std::unordered_set<uintptr_t> busy_keys_;  // keys of items queued or being written
-    std::map<int, Failure> failures_;
+    std::condition_variable progress_;  // an item finished or failed
+    std::unordered_map<int, std::unique_ptr<Stream>> streams_;  // by the fd they serve
+    std::vector<std::unique_ptr<Stream>> retired_;              // their fd names another file
+    std::unordered_set<uintptr_t> active_keys_;  // keys of items queued or being written
+    size_t failures_ = 0;                        // streams holding a failure
     std::vector<void*> finished_;
 };
 

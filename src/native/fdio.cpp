@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <ctime>
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -43,7 +45,7 @@ void grow_pipe(int fd, size_t wanted) {
     int current = fcntl(fd, F_GETPIPE_SZ);
     if (current < 0) return;
     // Unprivileged processes are capped by /proc/sys/fs/pipe-max-size; settle for less.
-    for (size_t size = wanted; size > size_t(current); size /= 2) {
+    for (size_t size = std::min<size_t>(wanted, INT_MAX); size > size_t(current); size /= 2) {
         if (fcntl(fd, F_SETPIPE_SZ, int(size)) >= 0) return;
     }
 }
@@ -68,17 +70,30 @@ int vmsplice_all(int fd, const uint8_t* data, size_t size, size_t* spliced) {
     }
     return 0;
 }
+
+// Sleeps until the reader has taken every byte out of the pipe, or is gone.
+void wait_drained(int fd) {
+    int unread = 0;
+    while (ioctl(fd, FIONREAD, &unread) == 0 && unread > 0) {
+        pollfd entry{fd, 0, 0};
+        if (poll(&entry, 1, 0) > 0 && (entry.revents & POLLERR)) return;
+        usleep(1000);
+    }
+}
 #endif
 
 }  // namespace
 
-int capture_descriptor(int fd, int* duplicate) {
+int capture_descriptor(int fd, int* duplicate, FileId* file) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return errno;
     if ((flags & O_ACCMODE) == O_RDONLY) return EBADF;
+    struct stat info;
+    if (fstat(fd, &info) < 0) return errno;
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return errno;
     *duplicate = copy;
+    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino)};
     return 0;
 }
 
@@ -111,11 +126,12 @@ int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& opt
                size_t* written) {
     *written = 0;
     size_t head = 0;
+    int capacity = -1;
 #ifdef __linux__
     struct stat info;
     if (fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode)) {
         if (options.pipe_size) grow_pipe(fd, options.pipe_size);
-        int capacity = options.vmsplice ? fcntl(fd, F_GETPIPE_SZ) : -1;
+        if (options.vmsplice) capacity = fcntl(fd, F_GETPIPE_SZ);
         // Splice all but the last pipe-capacity bytes and write() those: when that write
         // returns the pipe has held nothing but them, so the reader has consumed every
         // spliced page and the caller may reuse the memory.
@@ -131,10 +147,16 @@ int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& opt
     }
 #else
     (void)options;
+    (void)capacity;
 #endif
     size_t tail = 0;
     int error = write_all(fd, data + head, size - head, options.chunk, &tail);
     *written = head + tail;
+#ifdef __linux__
+    // Grown meanwhile (by the reader, or a stream on another dup of it): the tail no longer
+    // proves the spliced pages were consumed, but an empty pipe does.
+    if (head && !error && fcntl(fd, F_GETPIPE_SZ) > capacity) wait_drained(fd);
+#endif
     return error;
 }
 

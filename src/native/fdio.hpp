@@ -7,6 +7,15 @@
 
 namespace turbopipe {
 
+// Which file a descriptor names: two descriptors with the same FileId write to one file.
+struct FileId {
+    uint64_t device;
+    uint64_t inode;
+    bool operator==(const FileId& other) const {
+        return device == other.device && inode == other.inode;
+    }
+};
+
 struct WriteOptions {
     size_t chunk;      // most bytes handed to one write(); 0 means no limit
     size_t pipe_size;  // grow a pipe to this many bytes before writing; 0 leaves it alone
@@ -14,9 +23,9 @@ struct WriteOptions {
 };
 
 // Duplicates `fd` (close-on-exec) so that queued bytes keep going to the file the caller
-// meant even if it closes `fd` or reuses the number. Fails with EBADF for a closed or
-// read-only descriptor.
-int capture_descriptor(int fd, int* duplicate);
+// meant even if it closes `fd` or reuses the number, and tells which file that is. Fails
+// with EBADF for a closed or read-only descriptor.
+int capture_descriptor(int fd, int* duplicate, FileId* file);
 
 // Closes a descriptor made by capture_descriptor.
 void release_descriptor(int fd);

@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "engine.hpp"
 
@@ -43,12 +44,14 @@ void release(Export* owner) {
 }
 
 // Releasing an export may run the exporter's code, which must not see a pending exception.
-void release_finished() {
+void release_all(const std::vector<void*>& owners) {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
-    for (void* owner : engine->take_finished()) release(static_cast<Export*>(owner));
+    for (void* owner : owners) release(static_cast<Export*>(owner));
     PyErr_Restore(type, value, traceback);
 }
+
+void release_finished() { release_all(engine->take_finished()); }
 
 // OSError(errno, message) picks the subclass: BrokenPipeError for EPIPE and so on.
 PyObject* raise_os_error(int error, const std::string& detail) {
@@ -79,6 +82,7 @@ Outcome wait_interruptibly(Wait wait, Failure* failure) {
 
 PyObject* conclude(Outcome outcome, const Failure& failure) {
     release_finished();
+    release_all(failure.owners);
     if (outcome == Outcome::Failed) return raise_os_error(failure.error, failure.describe());
     if (outcome == Outcome::TimedOut) return nullptr;
     Py_RETURN_NONE;
@@ -109,11 +113,12 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     }
     int fd;
     turbopipe::WriteOptions options{};
-    int vmsplice = PyObject_IsTrue(args[5]);
     if (!to_fd(args[1], &fd) || !to_size(args[3], &options.chunk) ||
-        !to_size(args[4], &options.pipe_size) || vmsplice < 0) {
+        !to_size(args[4], &options.pipe_size)) {
         return nullptr;
     }
+    int vmsplice = PyObject_IsTrue(args[5]);
+    if (vmsplice < 0) return nullptr;
     options.vmsplice = vmsplice != 0;
 
     auto* owner = new Export{};
@@ -128,9 +133,14 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         PyErr_SetString(PyExc_ValueError, "data must be C-contiguous");
         return nullptr;
     }
-    Item item{static_cast<const uint8_t*>(owner->view.buf), size_t(owner->view.len), -1,
-              key_of(args[2]), owner, options};
-    if (int error = turbopipe::capture_descriptor(fd, &item.descriptor)) {
+    Item item{static_cast<const uint8_t*>(owner->view.buf),
+              size_t(owner->view.len),
+              -1,
+              {},
+              key_of(args[2]),
+              owner,
+              options};
+    if (int error = turbopipe::capture_descriptor(fd, &item.descriptor, &item.file)) {
         release(owner);
         return raise_os_error(error, "fd " + std::to_string(fd) + " is not open for writing");
     }
@@ -185,8 +195,8 @@ PyObject* stop(PyObject*, PyObject*) {
     return conclude(outcome, failure);
 }
 
-// Checked before releasing: once key is idle its owner is already among the finished, so on
-// False the caller may assume the engine holds no export for key.
+// Checked before releasing: once key is not busy its owner is already among the finished,
+// so on False the caller may assume the engine holds no export for key.
 PyObject* busy(PyObject*, PyObject* key) {
     bool busy = engine->busy(key_of(key));
     release_finished();
@@ -202,7 +212,8 @@ PyMethodDef methods[] = {
     {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until fd's queue is written."},
     {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until every queue is written."},
     {"stop", stop, METH_NOARGS, "stop()\n--\n\nWait for everything, then stop idle workers."},
-    {"busy", busy, METH_O, "busy(key)\n--\n\nWhether key has a write queued or in progress; if not, its export is released."},
+    {"busy", busy, METH_O, "busy(key)\n--\n\nWhether key has a write queued, in progress or failed unreported; if not, "
+     "its export is released."},
     {nullptr, nullptr, 0, nullptr},
 };
 

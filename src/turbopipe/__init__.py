@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     Pipeable: TypeAlias = Union[Buffer, moderngl.Buffer]
 
-__all__ = ["ENGINE", "close", "done", "pipe", "sync"]
+__all__ = ["ENGINE", "FFmpegError", "VideoWriter", "close", "done", "pipe", "sync"]
 
 try:
     __version__ = version("turbopipe")
@@ -83,13 +83,20 @@ def _key_of(data: object) -> object:
     return data
 
 
+def _fd_of(file: int) -> int:
+    fd = operator.index(file)
+    if not 0 <= fd <= 0x7FFFFFFF:
+        raise ValueError(f"file must be a file descriptor (a non-negative int), not {fd}")
+    return fd
+
+
 def _size_option(name: str, value: int | None, default: int) -> int:
     if value is None:
         return default
     value = operator.index(value)
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value}")
-    return value
+    return min(value, 1 << 62)  # beyond any real size: "no limit"
 
 
 def pipe(
@@ -125,7 +132,7 @@ def pipe(
         file = fileno
     if file is None:
         raise TypeError("pipe() needs the file descriptor to write to")
-    fd = operator.index(file)
+    fd = _fd_of(file)
     options = (
         _size_option("chunk", chunk, _CHUNK),
         _size_option("pipe_size", pipe_size, _PIPE_SIZE),
@@ -159,7 +166,7 @@ def sync(data: Pipeable | None = None, *, file: int | None = None) -> None:
         if data is not None:
             _engine.wait_key(_key_of(data))
         if file is not None:
-            _engine.wait_fd(operator.index(file))
+            _engine.wait_fd(_fd_of(file))
     finally:
         _mappings.unmap_idle(_engine.busy)
 
@@ -182,3 +189,7 @@ def close() -> None:
 
 
 atexit.register(close)
+
+# The high-level rooms stand on the functions above.
+from .ffmpeg import FFmpegError  # noqa: E402
+from .writer import VideoWriter  # noqa: E402

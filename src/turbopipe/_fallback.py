@@ -1,10 +1,11 @@
 """Pure-Python twin of the native engine ``turbopipe._core``.
 
-Same functions, same semantics, same errors: one queue and one daemon thread per fd, the
-items written with ``os.write`` straight from a memoryview of the caller's buffer, the
-export released by the next call that finishes on a caller's thread. It is used when the
-extension is missing or ``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: the
-``vmsplice`` argument is accepted and ignored.
+Same functions, same semantics, same errors (see src/native/engine.hpp for the invariants):
+one queue and one daemon thread per stream, the items written with ``os.write`` straight
+from a memoryview of the caller's buffer, the export released by the next call that
+finishes on a caller's thread. It is used when the extension is missing or
+``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: ``vmsplice`` is accepted and
+ignored.
 """
 
 from __future__ import annotations
@@ -21,31 +22,42 @@ from collections.abc import Callable
 from typing import Any
 
 QUEUE_LIMIT = 16
+_INT_MAX = 0x7FFFFFFF
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 class _Item:
-    __slots__ = ("chunk", "descriptor", "key", "pipe_size", "view")
+    __slots__ = ("chunk", "descriptor", "file", "key", "pipe_size", "view")
 
     def __init__(
-        self, view: memoryview, descriptor: int, key: object, chunk: int, pipe_size: int
+        self,
+        view: memoryview,
+        descriptor: int,
+        file: tuple[int, int],
+        key: object,
+        chunk: int,
+        pipe_size: int,
     ) -> None:
         self.view = view
         self.descriptor = descriptor
+        self.file = file
         self.key = key
         self.chunk = chunk
         self.pipe_size = pipe_size
 
 
 class _Failure:
-    def __init__(self, fd: int, error: int, written: int, size: int) -> None:
+    def __init__(self, fd: int, error: int, written: int, item: _Item) -> None:
         self.fd = fd
         self.error = error
         self.written = written
-        self.size = size
+        self.size = item.view.nbytes
         self.dropped = 0
-        self.keys: list[int] = []
+        self.items = [item]  # held, with their keys, until reported
+
+    def holds(self, key: object) -> bool:
+        return any(item.key is key for item in self.items)
 
     def exception(self) -> OSError:
         detail = f"fd {self.fd}: wrote {self.written} of {self.size} bytes"
@@ -55,23 +67,30 @@ class _Failure:
 
 
 class _Stream:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, file: tuple[int, int]) -> None:
         self.fd = fd
+        self.file = file
         self.queue: deque[_Item] = deque()
         self.writing = False
         self.stopping = False
+        self.failure: _Failure | None = None
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
             target=_run, args=(self,), name=f"turbopipe-fd{fd}", daemon=True
         )
 
+    def idle(self) -> bool:
+        return not self.queue and not self.writing
 
-# All state below is guarded by _lock, never held during I/O (see src/native/engine.hpp).
-_lock = threading.Lock()
+
+# All state below is guarded by _lock, never held during I/O. An RLock: if a second signal
+# interrupts a wait while it takes the lock back, releasing it raises instead of freeing
+# a lock some worker holds.
+_lock = threading.RLock()
 _progress = threading.Condition(_lock)
-_streams: dict[int, _Stream] = {}
-_busy_keys: set[int] = set()
-_failures: dict[int, _Failure] = {}
+_streams: dict[int, _Stream] = {}  # by the fd they serve
+_retired: list[_Stream] = []  # their fd names another file now
+_active_keys: set[int] = set()  # ids of keys of items queued or being written
 _finished: list[_Item] = []
 
 
@@ -83,41 +102,59 @@ def _os_error(error: int, detail: str) -> OSError:
 def _to_fd(fd: Any) -> int:
     if not isinstance(fd, int):
         raise TypeError(f"fd must be an int, not {type(fd).__name__}")
-    if fd < 0 or fd > 0x7FFFFFFF:
+    if fd < 0 or fd > _INT_MAX:
         raise ValueError(f"fd must be a non-negative int, not {fd}")
     return fd
 
 
-def _capture_descriptor(fd: int) -> int:
+def _capture_descriptor(fd: int) -> tuple[int, tuple[int, int]]:
+    """A close-on-exec duplicate of fd and which file it names (see fdio.hpp)."""
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        info = os.fstat(fd)
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0), (info.st_dev, info.st_ino)
     except OSError as error:
         code = error.errno or errno.EBADF
         raise _os_error(code, f"fd {fd} is not open for writing") from None
 
 
-def _release_finished() -> None:
-    with _lock:
-        finished = _finished[:]
-        _finished.clear()
-    for item in finished:
-        item.view.release()
-
-
-def _take_failure(fd: int) -> _Failure | None:
-    return _failures.pop(fd, None)
-
-
-def _idle(fd: int) -> bool:
+def _current(fd: int, file: tuple[int, int] | None = None) -> _Stream | None:
+    """The stream serving fd; retired first if fd now names another ``file``."""
     stream = _streams.get(fd)
-    return stream is None or (not stream.queue and not stream.writing)
+    if stream is not None and file is not None and stream.file != file:
+        _retired.append(_streams.pop(fd))
+        return None
+    return stream
+
+
+def _all_streams() -> list[_Stream]:
+    return [*_streams.values(), *_retired]
+
+
+def _failed_stream(match: Callable[[_Failure], bool]) -> _Stream | None:
+    """The stream with the lowest fd whose failure matches."""
+    failed = [s for s in _all_streams() if s.failure is not None and match(s.failure)]
+    return min(failed, key=lambda s: s.fd, default=None)
+
+
+def _take_failure(stream: _Stream | None) -> _Failure | None:
+    if stream is None or stream.failure is None:
+        return None
+    failure, stream.failure = stream.failure, None
+    return failure
 
 
 def _conclude(failure: _Failure | None) -> None:
-    _release_finished()
+    """Release what is finished (and what the failure held), then raise the failure."""
+    with _lock:
+        finished = _finished[:]
+        _finished.clear()
+    if failure is not None:
+        finished += failure.items
+    for item in finished:
+        item.view.release()
     if failure is not None:
         raise failure.exception()
 
@@ -137,33 +174,37 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     try:
-        descriptor = _capture_descriptor(fd)
+        descriptor, file = _capture_descriptor(fd)
     except OSError:
         view.release()
         raise
-    item = _Item(view, descriptor, key, chunk, pipe_size)
+    item = _Item(view, descriptor, file, key, chunk, pipe_size)
     queued = False
     failure = None
     try:
         with _lock:
 
             def ready() -> bool:
-                if fd in _failures:
+                stream = _current(fd, file)
+                if stream is not None and stream.failure is not None:
                     return True
-                if id(key) in _busy_keys:
+                if id(key) in _active_keys:
                     return False
-                stream = _streams.get(fd)
                 return stream is None or len(stream.queue) < QUEUE_LIMIT
 
             _wait(ready)
-            failure = _take_failure(fd)
+            stream = _current(fd, file)
+            failure = _take_failure(stream)
             if failure is None:
-                stream = _streams.get(fd)
                 if stream is None:
-                    stream = _streams[fd] = _Stream(fd)
-                    stream.thread.start()
+                    stream = _Stream(fd, file)
+                    try:
+                        stream.thread.start()
+                    except RuntimeError:
+                        raise _os_error(errno.EAGAIN, f"fd {fd}: no writer thread") from None
+                    _streams[fd] = stream
                 stream.queue.append(item)
-                _busy_keys.add(id(key))
+                _active_keys.add(id(key))
                 stream.wake.notify()
                 queued = True
     finally:
@@ -175,34 +216,41 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
 
 def wait_key(key: object) -> None:
     with _lock:
-        _wait(lambda: id(key) not in _busy_keys)
-        fd = next((fd for fd, f in _failures.items() if id(key) in f.keys), None)
-        failure = None if fd is None else _take_failure(fd)
+        _wait(lambda: id(key) not in _active_keys)
+        failure = _take_failure(_failed_stream(lambda f: f.holds(key)))
     _conclude(failure)
 
 
 def wait_fd(fd: int) -> None:
     fd = _to_fd(fd)
+
+    def idle() -> bool:
+        stream = _current(fd)
+        return stream is None or stream.idle()
+
     with _lock:
-        _wait(lambda: _idle(fd))
-        failure = _take_failure(fd)
+        _wait(idle)
+        failure = _take_failure(_current(fd))
     _conclude(failure)
 
 
 def wait_all() -> None:
     with _lock:
-        _wait(lambda: not _busy_keys)
-        failure = _take_failure(min(_failures)) if _failures else None
+        _wait(lambda: not _active_keys)
+        failure = _take_failure(_failed_stream(lambda f: True))
     _conclude(failure)
 
 
 def stop() -> None:
     with _lock:
-        _wait(lambda: not _busy_keys)
-        failure = _take_failure(min(_failures)) if _failures else None
-        stopped = [stream for fd, stream in _streams.items() if _idle(fd)]
+        _wait(lambda: not _active_keys)
+        failure = _take_failure(_failed_stream(lambda f: True))
+        stopped = [s for s in _all_streams() if s.idle() and s.failure is None]
         for stream in stopped:
-            del _streams[stream.fd]
+            if _streams.get(stream.fd) is stream:
+                del _streams[stream.fd]
+            else:
+                _retired.remove(stream)
             stream.stopping = True
             stream.wake.notify()
     for stream in stopped:
@@ -213,8 +261,8 @@ def stop() -> None:
 def busy(key: object) -> bool:
     # Checked before releasing: on False the export for key is released too.
     with _lock:
-        is_busy = id(key) in _busy_keys
-    _release_finished()
+        is_busy = id(key) in _active_keys or _failed_stream(lambda f: f.holds(key)) is not None
+    _conclude(None)
     return is_busy
 
 
@@ -243,43 +291,47 @@ def _write_next(stream: _Stream) -> bool:
         _lock.acquire()
 
     stream.writing = False
-    _finish(item)
-    if error:
-        failure = _failures[stream.fd] = _Failure(stream.fd, error, written, item.view.nbytes)
-        failure.keys.append(id(item.key))
-        for dropped in stream.queue:
-            os.close(dropped.descriptor)
+    _active_keys.discard(id(item.key))
+    if not error:
+        _finished.append(item)
+    else:
+        failure = stream.failure = _Failure(stream.fd, error, written, item)
+        dropped, stream.queue = stream.queue, deque()
+        for lost in dropped:
+            _active_keys.discard(id(lost.key))
             failure.dropped += 1
-            failure.keys.append(id(dropped.key))
-            _finish(dropped)
-        stream.queue.clear()
+            failure.items.append(lost)
+        _lock.release()  # closing can block (a file on NFS): not under the lock
+        try:
+            for lost in dropped:
+                os.close(lost.descriptor)
+        finally:
+            _lock.acquire()
     _progress.notify_all()
     return True
-
-
-def _finish(item: _Item) -> None:
-    _busy_keys.discard(id(item.key))
-    _finished.append(item)
 
 
 def _write_item(item: _Item) -> tuple[int, int]:
     """Write item.view to its descriptor; returns (bytes written, errno or 0)."""
     fd, view = item.descriptor, item.view
-    if item.pipe_size and stat.S_ISFIFO(os.fstat(fd).st_mode):
-        _grow_pipe(fd, item.pipe_size)
-    limit = item.chunk or 1 << 30
     written = 0
-    while written < view.nbytes:
-        try:
-            written += os.write(fd, view[written : written + limit])
-        except BlockingIOError:
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            poller.poll()
-        except OSError as error:
-            if error.errno == errno.EPIPE:
-                signal.sigtimedwait({signal.SIGPIPE}, 0)
-            return written, error.errno or errno.EIO
+    try:
+        if item.pipe_size and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            _grow_pipe(fd, item.pipe_size)
+        limit = item.chunk or 1 << 30
+        while written < view.nbytes:
+            try:
+                written += os.write(fd, view[written : written + limit])
+            except BlockingIOError:
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                poller.poll()
+    except OSError as error:
+        if error.errno == errno.EPIPE:
+            signal.sigtimedwait({signal.SIGPIPE}, 0)
+        return written, error.errno or errno.EIO
+    except Exception:  # never let a worker die with its stream marked as writing
+        return written, errno.EIO
     return written, 0
 
 
@@ -289,7 +341,7 @@ def _grow_pipe(fd: int, wanted: int) -> None:
     except OSError:
         return
     # Unprivileged processes are capped by /proc/sys/fs/pipe-max-size; settle for less.
-    size = wanted
+    size = min(wanted, _INT_MAX)
     while size > current:
         try:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
@@ -301,11 +353,11 @@ def _grow_pipe(fd: int, wanted: int) -> None:
 def _reset_after_fork() -> None:
     # The parent's workers do not exist in the child: start over with fresh state.
     global _lock, _progress
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _progress = threading.Condition(_lock)
     _streams.clear()
-    _busy_keys.clear()
-    _failures.clear()
+    _retired.clear()
+    _active_keys.clear()
     _finished.clear()
 
 

@@ -7,13 +7,17 @@ done, and be unmapped before GL writes the buffer again. Two moderngl facts shap
 - A buffer can be mapped only once: a second export raises BufferError.
 - Releasing the export calls ``glUnmapBuffer(GL_ARRAY_BUFFER)``, which unmaps whatever
   buffer is bound there, not necessarily this one. So each unmap binds the buffer first
-  and restores the caller's binding afterwards, on the calling (GL) thread.
+  and restores the caller's binding afterwards.
+
+GL calls only work on the thread whose context is current: a buffer is unmapped by calls
+on the thread that mapped it, never by another thread's.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -53,12 +57,13 @@ class _BufferBinding:
 
 
 class _Mapping:
-    __slots__ = ("binding", "glo", "view")
+    __slots__ = ("binding", "glo", "thread", "view")
 
     def __init__(self, view: memoryview, glo: int, binding: _BufferBinding) -> None:
         self.view = view
         self.glo = glo
         self.binding = binding
+        self.thread = threading.get_ident()
 
     def unmap(self) -> None:
         previous = self.binding.current()
@@ -93,9 +98,10 @@ class Mappings:
             entry[1].unmap()
 
     def unmap_idle(self, busy: Callable[[object], bool]) -> None:
-        """Unmap every buffer whose writes are done."""
-        for mglo, _ in list(self._live.values()):
-            if not busy(mglo):
+        """Unmap every buffer this thread mapped whose writes are done."""
+        thread = threading.get_ident()
+        for mglo, mapping in list(self._live.values()):
+            if mapping.thread == thread and not busy(mglo):
                 self.unmap(mglo)
 
     def _binding_for(self, wrapper: object | None) -> _BufferBinding:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import ENGINE, __version__, benchmark
 from .ffmpeg import find_ffmpeg
@@ -56,14 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--full", action="store_true", help="all resolutions, null/ultrafast/slow, 2 GB per case"
     )
-    bench.add_argument(
-        "--ffmpeg", default=None, help="FFmpeg binary (default: see turbopipe.ffmpeg)"
-    )
+    bench.add_argument("--ffmpeg", default=None, help="FFmpeg binary (default: searched)")
     bench.add_argument(
         "--reference-python",
         default=None,
         help="interpreter of a venv holding another turbopipe, e.g. PyPI's 2.1.0",
     )
+
+    demo = commands.add_parser(
+        "demo", help="render an animated shader headlessly into a video through VideoWriter"
+    )
+    demo.add_argument("--output", default="turbopipe-demo.mp4", help="default turbopipe-demo.mp4")
+    demo.add_argument("--width", type=int, default=1280)
+    demo.add_argument("--height", type=int, default=720)
+    demo.add_argument("--fps", type=float, default=60)
+    demo.add_argument("--seconds", type=float, default=5)
+    demo.add_argument("--codec", default="libx264", help="FFmpeg encoder (default libx264)")
+    demo.add_argument(
+        "--convert",
+        choices=["auto", "gpu", "ffmpeg"],
+        default="auto",
+        help="RGB to YUV on the GPU or in FFmpeg (auto: GPU unless software GL)",
+    )
+    demo.add_argument("--ffmpeg", default=None, help="FFmpeg binary (default: searched)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser  # fmt: skip
 
 
@@ -71,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "benchmark":
         return run_benchmark(args)
+    if args.command == "demo":
+        return run_demo(args)
     return 2  # pragma: no cover - argparse enforces a command
 
 
@@ -97,4 +116,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
         plan, progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True)
     )
     print(benchmark.format_tables(rows))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import render_demo
+
+    result = render_demo(
+        args.output, args.width, args.height, args.fps, args.seconds, args.codec,
+        gpu_convert={"auto": None, "gpu": True, "ffmpeg": False}[args.convert],
+        progress=not args.no_progress, ffmpeg=args.ffmpeg,
+    )  # fmt: skip
+    print(f"wrote {Path(result.output).resolve()}")
+    print(f"{result.frames} frames in {result.seconds:.2f} s: {result.fps:.1f} fps "
+          f"({args.width}x{args.height}, {args.codec}, renderer {result.renderer})")  # fmt: skip
     return 0

@@ -1,0 +1,424 @@
+"""VideoWriter: frames from numpy, bytes or moderngl into a video file through FFmpeg.
+
+Every byte goes through ``turbopipe.pipe``. The writer owns its FFmpeg, which read()s its
+stdin, so it turns on the engine's kernel zero-copy (vmsplice) and a 1 MiB pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from . import pipe, sync
+from .ffmpeg import FFmpegError, FFmpegProcess, find_ffmpeg
+
+_PIPE_SIZE = 1 << 20
+_COLOR_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
+_SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
+
+
+def matrix_for(height: int) -> str:
+    """The YUV matrix for a frame height: BT.709 for HD (720 lines and up), BT.601 below."""
+    return "bt709" if height >= 720 else "bt601"
+
+
+def _is_yuv(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("yuv", "yuvj", "nv"))
+
+
+class VideoWriter:
+    """Write frames to a video file (or any output FFmpeg understands) through FFmpeg.
+
+    ``write(frame)`` takes, all frames of one kind:
+
+    - numpy arrays of shape (height, width, 3 or 4), dtype uint8, or bytes-like objects of
+      width*height*3 (RGB) or *4 (RGBA) bytes, rows top to bottom. A frame that can change
+      later (a writable array) is copied into a ring first, so it may be reused at once.
+    - a ``moderngl.Buffer`` holding such bytes, e.g. from ``fbo.read_into``: copied on the
+      GPU into a ring, so it too may be written again at once.
+    - a ``moderngl.Framebuffer`` or ``Texture``: converted on the GPU to ``pix_fmt`` (when
+      ``gpu_convert``), flipped on the GPU, read back through a ring of GPU buffers.
+
+    Frames read from OpenGL are bottom-up: ``vflip`` (default: True for moderngl objects,
+    False otherwise) turns them right side up, on the GPU for framebuffers and textures,
+    in FFmpeg for raw bytes.
+
+    ``codec`` is FFmpeg's encoder, ``pix_fmt`` the output's pixel format; ``preset`` and
+    ``crf`` are passed when given; ``extra_args`` go before the output. ``gpu_convert``
+    (default: True on a hardware GPU, False on a software rasterizer, where the pass costs
+    as much CPU as FFmpeg's conversion saves) converts framebuffers to ``pix_fmt`` on the
+    GPU; otherwise the GPU sends rgb24 and FFmpeg converts. YUV output uses BT.709 for HD
+    (720 lines and up) and BT.601 below, limited range, tagged in the stream.
+
+    FFmpeg starts at the first frame. Its failures (bad codec or arguments, unwritable
+    output, dying mid-stream) raise FFmpegError carrying the tail of its stderr; ``close``
+    waits for FFmpeg and checks its exit status.
+    """
+
+    def __init__(
+        self,
+        output: str | os.PathLike[str],
+        width: int,
+        height: int,
+        fps: float = 60,
+        *,
+        codec: str = "libx264",
+        pix_fmt: str = "yuv420p",
+        preset: str | None = None,
+        crf: float | None = None,
+        vflip: bool | None = None,
+        gpu_convert: bool | None = None,
+        extra_args: Sequence[str] = (),
+        overwrite: bool = True,
+        progress: bool = False,
+        total: int | None = None,
+        ffmpeg: str | os.PathLike[str] | None = None,
+        ring: int = 3,
+    ) -> None:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"width and height must be positive, not {width}x{height}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, not {fps}")
+        if ring < 2:
+            raise ValueError(f"ring must hold at least 2 frames, not {ring}")
+        self.output = os.fspath(output)
+        if not overwrite and os.path.exists(self.output):
+            # Checked here: FFmpeg's -n refuses too, but exits with status 0.
+            raise FileExistsError(f"{self.output} exists and overwrite=False")
+        self.width, self.height, self.fps = width, height, fps
+        self.codec, self.pix_fmt, self.preset, self.crf = codec, pix_fmt, preset, crf
+        self.vflip, self.gpu_convert = vflip, gpu_convert
+        self.extra_args, self.overwrite = list(extra_args), overwrite
+        self.ffmpeg = find_ffmpeg(ffmpeg)
+        self.frames = 0
+        self._ring_size = ring
+        self._progress = _Progress(total) if progress else None
+        self._process: FFmpegProcess | None = None
+        self._source: _Source | None = None
+        self._closed = False
+
+    # The public face
+
+    @property
+    def pid(self) -> int | None:
+        """FFmpeg's process id once the first frame started it, else None."""
+        return self._process.pid if self._process else None
+
+    def write(self, frame: Any) -> None:
+        """Queue one frame; returns once it is safe to change or reuse ``frame``."""
+        if self._closed:
+            raise ValueError("write() on a closed VideoWriter")
+        if self._source is None:
+            self._start(frame)
+        assert self._source is not None and self._process is not None
+        if not self._process.running:
+            raise self._fail()
+        try:
+            self._source.write(frame, self._process.stdin_fd)
+        except OSError as error:  # BrokenPipeError: FFmpeg stopped reading
+            raise self._fail() from error
+        self.frames += 1
+        if self._progress:
+            self._progress.update(self._source.frame_bytes)
+
+    def close(self) -> None:
+        """Write out what is queued, wait for FFmpeg, raise FFmpegError if it failed."""
+        if self._closed:
+            return
+        if self._process is None or self._source is None:  # no frame, no FFmpeg
+            self._abort()
+            return
+        try:
+            self._source.flush(self._process.stdin_fd)
+            sync(file=self._process.stdin_fd)
+        except OSError as error:
+            raise self._fail() from error
+        try:
+            self._process.finish()
+        finally:
+            self._closed = True
+            self._source.release()
+            if self._progress:
+                self._progress.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:  # the caller's error wins: stop FFmpeg without reporting its state
+            self._abort()
+
+    # Starting FFmpeg
+
+    def _start(self, frame: Any) -> None:
+        vflip = self.vflip
+        if _is_moderngl(frame, "Framebuffer", "Texture"):
+            gpu_pix_fmt = self.pix_fmt if self._converts_on_gpu(frame.ctx) else "rgb24"
+            self._source = _GLFrames(frame.ctx, self, gpu_pix_fmt, flip=vflip is not False)
+            input_pix_fmt, vflip = gpu_pix_fmt, False
+        elif _is_moderngl(frame, "Buffer"):
+            self._source = _GLBuffers(frame.ctx, self, _bytes_per_pixel(self, frame.size))
+            input_pix_fmt, vflip = self._source.input_pix_fmt, vflip is not False
+        else:
+            self._source = _CPUFrames(self, frame)
+            input_pix_fmt = self._source.input_pix_fmt
+        self._process = FFmpegProcess(self._argv(input_pix_fmt, bool(vflip)), _PIPE_SIZE)
+
+    def _converts_on_gpu(self, ctx: Any) -> bool:
+        from .gl import GPU_FORMATS
+
+        if self.pix_fmt not in GPU_FORMATS:
+            if self.gpu_convert:
+                raise ValueError(
+                    f"no GPU conversion to {self.pix_fmt!r}; one of {', '.join(GPU_FORMATS)}"
+                )
+            return False
+        if self.gpu_convert is not None:
+            return self.gpu_convert
+        renderer = str(ctx.info.get("GL_RENDERER", "")).lower()
+        return not any(name in renderer for name in _SOFTWARE_RENDERERS)
+
+    def _argv(self, input_pix_fmt: str, vflip: bool) -> list[str]:
+        argv = [
+            self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n",
+            "-f", "rawvideo", "-pix_fmt", input_pix_fmt, "-s", f"{self.width}x{self.height}",
+            "-r", str(self.fps), "-i", "-",
+        ]  # fmt: skip
+        filters = ["vflip"] if vflip else []
+        if _is_yuv(self.pix_fmt):
+            matrix = matrix_for(self.height)
+            if not _is_yuv(input_pix_fmt):  # FFmpeg converts: with the matrix we tag
+                filters.append(f"scale=out_color_matrix={matrix}:out_range=tv")
+            tag = _COLOR_TAGS[matrix]
+            argv += ["-colorspace", tag, "-color_primaries", tag, "-color_trc", tag]
+            argv += ["-color_range", "tv"]
+        if filters:
+            argv += ["-vf", ",".join(filters)]
+        argv += ["-c:v", self.codec, "-pix_fmt", self.pix_fmt]
+        if self.preset is not None:
+            argv += ["-preset", self.preset]
+        if self.crf is not None:
+            argv += ["-crf", str(self.crf)]
+        return [*argv, *self.extra_args, self.output]
+
+    # Failures
+
+    def _fail(self) -> FFmpegError:
+        """FFmpeg stopped reading: the error to raise, with its status and last words."""
+        assert self._process is not None
+        error = self._process.died()
+        self._abort()
+        return error
+
+    def _abort(self) -> None:
+        """Stop FFmpeg and drop what is queued for it; the writer is closed."""
+        self._closed = True
+        if self._process is not None:
+            self._process.kill()
+            with contextlib.suppress(OSError):  # FFmpeg is gone: queued frames fail
+                sync(file=self._process.stdin_fd)
+        if self._source is not None:
+            self._source.release()
+        if self._progress:
+            self._progress.close()
+
+
+def _is_moderngl(frame: Any, *names: str) -> bool:
+    moderngl = sys.modules.get("moderngl")
+    return moderngl is not None and isinstance(frame, tuple(getattr(moderngl, n) for n in names))
+
+
+def _bytes_per_pixel(writer: VideoWriter, size: int) -> int:
+    pixels = writer.width * writer.height
+    if size not in (pixels * 3, pixels * 4):
+        raise ValueError(
+            f"a {writer.width}x{writer.height} frame is {pixels * 3} bytes (RGB) or "
+            f"{pixels * 4} (RGBA), not {size}"
+        )
+    return size // pixels
+
+
+class _Source:
+    """How frames of one kind reach FFmpeg."""
+
+    frame_bytes: int
+
+    def write(self, frame: Any, fd: int) -> None:
+        raise NotImplementedError
+
+    def flush(self, fd: int) -> None:
+        """Pipe what write() held back."""
+
+    def release(self) -> None:
+        """Free the ring (after a sync of FFmpeg's fd or after FFmpeg is gone)."""
+
+
+class _CPUFrames(_Source):
+    """numpy arrays and bytes-like frames: piped in place when immutable, else via a ring."""
+
+    def __init__(self, writer: VideoWriter, first: Any) -> None:
+        self.writer = writer
+        self.components = self._validate(first).nbytes // (writer.width * writer.height)
+        self.input_pix_fmt = "rgb24" if self.components == 3 else "rgba"
+        self.frame_bytes = writer.width * writer.height * self.components
+        self.ring = [bytearray(self.frame_bytes) for _ in range(writer._ring_size)]
+        self.next = 0
+
+    def _validate(self, frame: Any) -> memoryview:
+        shape = getattr(frame, "shape", None)
+        if shape is not None and getattr(frame, "dtype", None) is not None:
+            expected = f"({self.writer.height}, {self.writer.width}, 3 or 4) uint8"
+            if str(frame.dtype) != "uint8":
+                raise TypeError(f"frame dtype must be uint8, not {frame.dtype}")
+            if (
+                len(shape) != 3
+                or shape[:2] != (self.writer.height, self.writer.width)
+                or (shape[2] not in (3, 4))
+            ):
+                raise ValueError(f"frame shape must be {expected}, not {tuple(shape)}")
+        try:
+            view = memoryview(frame)
+        except TypeError:
+            raise TypeError(
+                "frame must be a numpy array, a bytes-like object, or a moderngl Buffer, "
+                f"Framebuffer or Texture, not {type(frame).__name__}"
+            ) from None
+        _bytes_per_pixel(self.writer, view.nbytes)
+        return view
+
+    def write(self, frame: Any, fd: int) -> None:
+        view = self._validate(frame)
+        if view.nbytes != self.frame_bytes:
+            raise ValueError(f"frame is {view.nbytes} bytes, earlier frames {self.frame_bytes}")
+        if view.readonly and view.c_contiguous:
+            pipe(frame, fd, vmsplice=True)
+            return
+        slot = self.ring[self.next]
+        self.next = (self.next + 1) % len(self.ring)
+        sync(slot)
+        memoryview(slot)[:] = view.cast("B") if view.c_contiguous else view.tobytes()
+        pipe(slot, fd, vmsplice=True)
+
+
+class _GLRing(_Source):
+    """A ring of GPU buffers piped one frame late, so that mapping one for the engine never
+    waits for the GPU: frame i's readback overlaps frame i+1's rendering."""
+
+    def __init__(self, ctx: Any, frame_bytes: int, size: int) -> None:
+        self.ctx = ctx
+        self.frame_bytes = frame_bytes
+        self.ring = [ctx.buffer(reserve=frame_bytes) for _ in range(size)]
+        self.next = 0
+        self.pending: Any = None
+
+    def write(self, frame: Any, fd: int) -> None:
+        slot = self.ring[self.next]
+        self.next = (self.next + 1) % len(self.ring)
+        sync(slot)  # its write is done and it is unmapped: the GPU may fill it
+        self.fill(frame, slot)
+        self.flush(fd)
+        self.pending = slot
+
+    def fill(self, frame: Any, slot: Any) -> None:
+        raise NotImplementedError
+
+    def flush(self, fd: int) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pipe(pending, fd, vmsplice=True)
+
+    def release(self) -> None:
+        for slot in self.ring:
+            sync(slot)
+            slot.release()
+        self.ring = []
+
+
+class _GLBuffers(_GLRing):
+    def __init__(self, ctx: Any, writer: VideoWriter, components: int) -> None:
+        super().__init__(ctx, writer.width * writer.height * components, writer._ring_size)
+        self.input_pix_fmt = "rgb24" if components == 3 else "rgba"
+
+    def fill(self, frame: Any, slot: Any) -> None:
+        if not _is_moderngl(frame, "Buffer"):
+            raise TypeError(f"this writer takes moderngl Buffers, not {type(frame).__name__}")
+        if frame.size != self.frame_bytes:
+            raise ValueError(f"buffer is {frame.size} bytes, the frames {self.frame_bytes}")
+        self.ctx.copy_buffer(slot, frame)
+
+
+class _GLFrames(_GLRing):
+    def __init__(self, ctx: Any, writer: VideoWriter, pix_fmt: str, flip: bool) -> None:
+        from .gl import FrameConverter
+
+        matrix = matrix_for(writer.height)
+        self.converter = FrameConverter(ctx, writer.width, writer.height, pix_fmt, flip, matrix)
+        super().__init__(ctx, self.converter.frame_size, writer._ring_size)
+        self.copy: Any = None
+
+    def fill(self, frame: Any, slot: Any) -> None:
+        if not _is_moderngl(frame, "Framebuffer", "Texture"):
+            raise TypeError(
+                f"this writer takes moderngl Framebuffers or Textures, not {type(frame).__name__}"
+            )
+        from .gl import source_texture
+
+        self.converter.convert(source_texture(frame, self._copy_texture), slot)
+
+    def _copy_texture(self) -> Any:
+        if self.copy is None:
+            self.copy = self.ctx.texture((self.converter.width, self.converter.height), 4)
+        return self.copy
+
+    def release(self) -> None:
+        super().release()
+        self.converter.release()
+        if self.copy is not None:
+            self.copy.release()
+
+
+class _Progress:
+    """A progress bar (tqdm when installed, else a line on stderr): frames, fps, MB/s."""
+
+    def __init__(self, total: int | None) -> None:
+        self.started = time.perf_counter()
+        self.frames = 0
+        self.bytes = 0
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self.bar: Any = None
+            self.shown = 0.0
+        else:
+            self.bar = tqdm(total=total, unit="frame", dynamic_ncols=True)
+
+    def update(self, frame_bytes: int) -> None:
+        self.frames += 1
+        self.bytes += frame_bytes
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = f"{self.bytes / elapsed / 1e6:.0f} MB/s"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(rate, refresh=False)
+        elif elapsed - self.shown >= 0.5:
+            self.shown = elapsed
+            print(f"\r{self.frames} frames, {self.frames / elapsed:.1f} fps, {rate}",
+                  end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.frames:
+            print(file=sys.stderr)

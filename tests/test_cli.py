@@ -1,0 +1,42 @@
+"""The command line, through main(argv)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from turbopipe.cli import main
+
+
+def test_demo_writes_a_playable_video(
+    tmp_path: Path, ffmpeg_exe: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "demo.mp4"
+    argv = ["demo", "--output", str(output), "--width", "320", "--height", "240",
+            "--fps", "30", "--seconds", "1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str(output) in printed and re.search(r"30 frames in .* fps", printed)
+    probe = subprocess.run(
+        [ffmpeg_exe, "-hide_banner", "-i", str(output), "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert re.search(r"Video: h264 .*yuv420p.* 320x240", probe.stderr)
+    assert re.search(r"frame=\s*30\b", probe.stderr)
+
+
+def test_benchmark_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["benchmark", "--resolutions", "720p", "--buffers", "1", "--methods",
+            "plain,native", "--gigabytes", "0.02", "--repeats", "1"]  # fmt: skip
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"\| 🐢 \| plain \| Null \| 1 \| \d+ fps", table)
+    assert re.search(r"\| 🌀 \| native \| Null \| 1 \| \d+ fps .*x \|", table)
+
+
+def test_unknown_method_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["benchmark", "--methods", "magic"]) == 2
+    assert "magic" in capsys.readouterr().err

@@ -1,0 +1,228 @@
+"""VideoWriter end to end: real FFmpeg encodes, real FFmpeg decodes back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import moderngl
+import numpy as np
+import pytest
+
+from turbopipe import FFmpegError, VideoWriter
+from turbopipe.writer import matrix_for
+
+W, H = 64, 48
+
+
+def decode(ffmpeg: str, path: Path, pix_fmt: str = "rgb24") -> bytes:
+    return subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def frames_of(data: bytes, width: int, height: int, components: int) -> np.ndarray:
+    return np.frombuffer(data, np.uint8).reshape(-1, height, width, components)
+
+
+def random_frames(count: int, components: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (H, W, components), np.uint8) for _ in range(count)]
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+@pytest.mark.parametrize("components", [3, 4])
+def test_numpy_frames_arrive_identical_and_in_order(
+    tmp_path: Path, ffmpeg_exe: str, components: int
+) -> None:
+    frames = random_frames(12, components)
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
+        for frame in frames:
+            video.write(frame)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert video.frames == len(decoded) == 12
+    assert np.array_equal(decoded, np.stack(frames)[..., :3])
+
+
+def test_a_reused_array_may_change_right_after_write(tmp_path: Path, ffmpeg_exe: str) -> None:
+    frame = np.zeros((H, W, 3), np.uint8)
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
+        for value in range(20):
+            frame[:] = value
+            video.write(frame)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert [int(f.mean()) for f in decoded] == list(range(20))
+
+
+def test_bytes_frames(tmp_path: Path, ffmpeg_exe: str) -> None:
+    frames = [f.tobytes() for f in random_frames(5)]
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
+        for frame in frames:
+            video.write(frame)
+    assert decode(ffmpeg_exe, tmp_path / "out.mkv") == b"".join(frames)
+
+
+@pytest.mark.parametrize("vflip", [None, False])
+def test_moderngl_buffers(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, vflip: bool | None
+) -> None:
+    frames = random_frames(6)
+    buffer = gl_context.buffer(reserve=W * H * 3)
+    with VideoWriter(
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", vflip=vflip
+    ) as video:
+        for frame in frames:
+            buffer.write(frame.tobytes())  # the writer copied the last one: GL may write it
+            video.write(buffer)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    expected = np.stack(frames)
+    # Bytes read from OpenGL are bottom-up: by default the writer turns them over.
+    assert np.array_equal(decoded, expected if vflip is False else expected[:, ::-1])
+    buffer.release()
+
+
+def render_quadrants(ctx: moderngl.Context, fbo: moderngl.Framebuffer, frame: int) -> None:
+    """Top half red-ish, bottom half blue-ish (GL's y points up), changing per frame."""
+    fbo.use()
+    width, height = fbo.size
+    ctx.scissor = (0, height // 2, width, height - height // 2)
+    fbo.clear(0.9, 0.1 + 0.02 * frame, 0.2, 1.0)
+    ctx.scissor = (0, 0, width, height // 2)
+    fbo.clear(0.1, 0.3, 0.8 - 0.02 * frame, 1.0)
+    ctx.scissor = None
+
+
+@pytest.fixture(scope="module")
+def fbo(_gl_session: moderngl.Context) -> moderngl.Framebuffer:
+    # Kept for the module: moderngl reports GL_INVALID_OPERATION for the next framebuffer
+    # made after releasing the one in use.
+    return _gl_session.simple_framebuffer((128, 96), components=4)
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "nv12"])
+def test_gpu_conversion_matches_ffmpegs_own(
+    tmp_path: Path,
+    ffmpeg_exe: str,
+    gl_context: moderngl.Context,
+    fbo: moderngl.Framebuffer,
+    pix_fmt: str,
+) -> None:
+    outputs = {}
+    for gpu_convert in (True, False):
+        path = tmp_path / f"{gpu_convert}.mkv"
+        with VideoWriter(
+            path, 128, 96, codec="ffv1", pix_fmt=pix_fmt, gpu_convert=gpu_convert
+        ) as video:
+            for frame in range(8):
+                render_quadrants(gl_context, fbo, frame)
+                video.write(fbo)
+        outputs[gpu_convert] = np.frombuffer(decode(ffmpeg_exe, path, pix_fmt), np.uint8)
+        rgb = frames_of(decode(ffmpeg_exe, path), 128, 96, 3)
+        assert len(rgb) == 8
+        assert rgb[0, 0, 0, 0] > 200 > rgb[0, -1, 0, 0], "not right side up"
+    difference = np.abs(outputs[True].astype(int) - outputs[False].astype(int))
+    # At most 2 levels apart, but for chroma along the color edge, where FFmpeg's
+    # subsampling filter reaches further than the GPU's 2x2 average.
+    assert np.mean(difference <= 2) > 0.97, np.mean(difference <= 2)
+    assert difference.max() <= 12, difference.max()
+
+
+def test_texture_frames_and_rgb24_from_the_gpu(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context
+) -> None:
+    frames = random_frames(4)
+    texture = gl_context.texture((W, H), 3)
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
+        for frame in frames:
+            texture.write(frame.tobytes())  # row 0 of the array is GL's bottom row
+            video.write(texture)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames)[:, ::-1])
+    texture.release()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"codec": "no-such-encoder"}, "Unknown encoder"),
+        ({"extra_args": ["-no-such-option", "1"]}, "no-such-option"),
+    ],
+)
+def test_ffmpeg_refusing_its_arguments_raises_with_its_message(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    video = VideoWriter(tmp_path / "out.mp4", W, H, **options)  # type: ignore[arg-type]
+    with pytest.raises(FFmpegError, match=message) as caught, video:
+        for frame in random_frames(30):
+            video.write(frame)
+    assert caught.value.returncode not in (0, None)
+    assert video.pid is not None and process_gone(video.pid)
+
+
+def test_unwritable_output_raises(tmp_path: Path) -> None:
+    video = VideoWriter(tmp_path / "missing" / "out.mp4", W, H)
+    with pytest.raises(FFmpegError, match=r"missing/out\.mp4"):
+        for frame in random_frames(30):
+            video.write(frame)
+        video.close()
+    assert video.pid is not None and process_gone(video.pid)
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "out.mp4").write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match=r"out\.mp4"):
+        VideoWriter(tmp_path / "out.mp4", W, H, overwrite=False)
+    assert (tmp_path / "out.mp4").read_bytes() == b"keep me"
+
+
+def test_ffmpeg_dying_mid_stream_raises_and_leaves_no_process(tmp_path: Path) -> None:
+    video = VideoWriter(tmp_path / "out.mkv", 640, 480, codec="ffv1")
+    frame = np.zeros((480, 640, 3), np.uint8)
+    video.write(frame)
+    assert video.pid is not None
+    os.kill(video.pid, 9)
+    with pytest.raises(FFmpegError, match="status -9"):
+        for _ in range(200):
+            video.write(frame)
+        video.close()
+    assert process_gone(video.pid)
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        (np.zeros((H, W, 3), np.float32), TypeError),
+        (np.zeros((H, W + 1, 3), np.uint8), ValueError),
+        (np.zeros((H, W), np.uint8), ValueError),
+        (b"short", ValueError),
+        (12, TypeError),
+    ],
+)
+def test_bad_frames_raise_at_write(tmp_path: Path, frame: object, error: type) -> None:
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1") as video:
+        video.write(np.zeros((H, W, 3), np.uint8))
+        with pytest.raises(error):
+            video.write(frame)
+        video.write(np.zeros((H, W, 3), np.uint8))
+    assert video.frames == 2
+
+
+def test_bad_writer_arguments() -> None:
+    with pytest.raises(ValueError):
+        VideoWriter("out.mp4", 0, 10)
+    with pytest.raises(ValueError):
+        VideoWriter("out.mp4", 10, 10, fps=0)
+
+
+def test_matrix_by_height() -> None:
+    assert matrix_for(1080) == matrix_for(720) == "bt709"
+    assert matrix_for(480) == "bt601"
