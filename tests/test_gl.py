@@ -41,7 +41,7 @@ def test_known_colors(
     converter = FrameConverter(gl_context, width, height, "yuv420p", flip=True, matrix=matrix)
     texture = gl_context.texture((width, height), 3, bytes(rgb) * (width * height))
     buffer = gl_context.buffer(reserve=converter.frame_size)
-    converter.convert(texture, buffer)
+    converter.read_into(texture, buffer)
     frame = np.frombuffer(buffer.read(), np.uint8)
     luma, chroma = frame[: width * height], frame[width * height :]
     assert set(luma) == {yuv[0]}

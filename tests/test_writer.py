@@ -101,10 +101,10 @@ def render_quadrants(ctx: moderngl.Context, fbo: moderngl.Framebuffer, frame: in
     ctx.scissor = None
 
 
+# Framebuffers are kept for the module: moderngl reports GL_INVALID_OPERATION for the next
+# framebuffer made after releasing the one in use.
 @pytest.fixture(scope="module")
 def fbo(_gl_session: moderngl.Context) -> moderngl.Framebuffer:
-    # Kept for the module: moderngl reports GL_INVALID_OPERATION for the next framebuffer
-    # made after releasing the one in use.
     return _gl_session.simple_framebuffer((128, 96), components=4)
 
 
@@ -136,18 +136,47 @@ def test_gpu_conversion_matches_ffmpegs_own(
     assert difference.max() <= 12, difference.max()
 
 
-def test_texture_frames_and_rgb24_from_the_gpu(
-    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context
+@pytest.mark.parametrize("gpu_convert", [False, True])
+def test_texture_frames_as_rgb24(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, gpu_convert: bool
 ) -> None:
+    """Read as is and flipped by FFmpeg, or flipped by a GPU pass: the same frames."""
     frames = random_frames(4)
     texture = gl_context.texture((W, H), 3)
-    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
+    with VideoWriter(
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", gpu_convert=gpu_convert
+    ) as video:
         for frame in frames:
             texture.write(frame.tobytes())  # row 0 of the array is GL's bottom row
             video.write(texture)
     decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
     assert np.array_equal(decoded, np.stack(frames)[:, ::-1])
     texture.release()
+
+
+@pytest.fixture(scope="module")
+def multisampled_fbo(_gl_session: moderngl.Context) -> moderngl.Framebuffer:
+    return _gl_session.framebuffer([_gl_session.renderbuffer((W, H), 4, samples=4)])
+
+
+@pytest.mark.parametrize("gpu_convert", [False, True])
+def test_multisampled_framebuffers(
+    tmp_path: Path,
+    ffmpeg_exe: str,
+    gl_context: moderngl.Context,
+    multisampled_fbo: moderngl.Framebuffer,
+    gpu_convert: bool,
+) -> None:
+    fbo = multisampled_fbo
+    with VideoWriter(
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", gpu_convert=gpu_convert
+    ) as video:
+        for frame in range(3):
+            render_quadrants(gl_context, fbo, frame)
+            video.write(fbo)
+    rgb = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert len(rgb) == 3
+    assert rgb[0, 0, 0, 0] > 200 > rgb[0, -1, 0, 0], "not right side up"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
-"""One benchmark case, run in a fresh interpreter: pipe N frames of moderngl buffers to FFmpeg.
+"""One benchmark case, run in a fresh interpreter.
 
-Standalone on purpose (no imports from this package): ``--reference-python`` runs it with
-another interpreter, where ``import turbopipe`` finds a different turbopipe.
+- run(): pipe N frames of moderngl buffers to ``ffmpeg ... -f null -``. Standalone on
+  purpose (no imports from this package): ``--reference-python`` runs it with another
+  interpreter, where ``import turbopipe`` finds a different turbopipe.
+- run_writer(): render N frames of the demo shader into an H.264 file, end to end.
+
 Usage: python _bench_case.py '{"method": ..., "width": ..., ...}'; prints one JSON line.
 """
 
@@ -10,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +112,67 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def run_writer(case: dict[str, Any]) -> dict[str, Any]:
+    """Methods: plain (``stdin.write(fbo.read())``, FFmpeg flips and converts), writer-rgb24
+    (VideoWriter, GPU flips, FFmpeg converts) and writer-gpu (VideoWriter, GPU converts)."""
+    import moderngl
+
+    from turbopipe import VideoWriter
+    from turbopipe.demo import _FRAGMENT, _VERTEX
+
+    width, height, frames, method = case["width"], case["height"], case["frames"], case["method"]
+    ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
+    program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
+    program["resolution"].value = (width, height)
+    vertex_array = ctx.vertex_array(program, [])
+    fbo = ctx.simple_framebuffer((width, height), components=4)
+    output = os.path.join(tempfile.mkdtemp(), "out.mp4")
+    encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+
+    def render(frame: int) -> None:
+        program["time"].value = frame / 60
+        fbo.use()
+        vertex_array.render(vertices=3)
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if method == "plain":
+        ffmpeg = subprocess.Popen(
+            [case["ffmpeg"], "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+             "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "60", "-i", "-",
+             "-vf", "vflip", *encoder, output],
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
+        assert ffmpeg.stdin is not None
+        for frame in range(frames):
+            render(frame)
+            ffmpeg.stdin.write(fbo.read(components=3))
+        ffmpeg.stdin.close()
+        returncode = ffmpeg.wait()
+    else:
+        gpu_convert = method == "writer-gpu"
+        with VideoWriter(
+            output, width, height, 60, preset="ultrafast", gpu_convert=gpu_convert,
+            ffmpeg=case["ffmpeg"],
+        ) as video:  # fmt: skip
+            for frame in range(frames):
+                render(frame)
+                video.write(fbo)
+        returncode = 0
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ffmpeg_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    os.remove(output)
+    return {
+        **case,
+        "returncode": returncode,
+        "fps": frames / elapsed,
+        "python_ms": cpu / frames * 1000,
+        "ffmpeg_ms": ffmpeg_cpu / frames * 1000,
+    }
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    print(json.dumps(run(json.loads(sys.argv[1]))))
+    case = json.loads(sys.argv[1])
+    print(json.dumps((run_writer if case.get("kind") == "writer" else run)(case)))

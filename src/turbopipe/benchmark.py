@@ -9,6 +9,16 @@ Methods, as in the original TurboPipe benchmark plus ours:
 - vmsplice: the native engine with kernel zero-copy (safe here: FFmpeg read()s its stdin)
 - reference: turbopipe as installed for ``--reference-python`` (e.g. PyPI's 2.1.0)
 
+With ``writer=True`` it measures the video writer end to end instead: the demo shader
+rendered at 60 fps into H.264 (x264 ultrafast, yuv420p), comparing the plain
+``stdin.write(fbo.read())`` loop (FFmpeg flips and converts), VideoWriter sending rgb24
+(flipped on the GPU, FFmpeg converts) and VideoWriter converting on the GPU.
+
+With ``writer=True`` it measures the video writer end to end instead: the demo shader
+rendered at 60 fps into H.264 (x264 ultrafast, yuv420p), comparing the plain
+``stdin.write(fbo.read())`` loop (FFmpeg flips and converts), VideoWriter sending rgb24
+(flipped on the GPU, FFmpeg converts) and VideoWriter converting on the GPU.
+
 Every case runs in a fresh interpreter; repeats are interleaved so that drift on a shared
 machine hits every method alike, and the table reports medians.
 """
@@ -21,7 +31,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +42,7 @@ RESOLUTIONS = {
     "2160p": (3840, 2160),
 }
 METHODS = ("plain", "thread", "twin", "native", "vmsplice", "reference")
+WRITER_METHODS = ("plain", "writer-rgb24", "writer-gpu")
 SYMBOLS = {
     "plain": "🐢",
     "thread": "🚀",
@@ -39,6 +50,8 @@ SYMBOLS = {
     "native": "🌀",
     "vmsplice": "🌀⚡",
     "reference": "📦",
+    "writer-rgb24": "🎬",
+    "writer-gpu": "🎬⚡",
 }
 _CASE_SCRIPT = Path(__file__).with_name("_bench_case.py")
 
@@ -53,9 +66,18 @@ class Plan:
     repeats: int = 3
     ffmpeg: str = "ffmpeg"
     reference_python: str | None = None
-    cases: list[dict[str, Any]] = field(default_factory=list)
+    writer: bool = False
+    writer_frames: int = 240
 
     def expand(self) -> list[dict[str, Any]]:
+        if self.writer:
+            return [
+                {"kind": "writer", "resolution": resolution, "width": RESOLUTIONS[resolution][0],
+                 "height": RESOLUTIONS[resolution][1], "method": method,
+                 "frames": self.writer_frames, "ffmpeg": self.ffmpeg}
+                for resolution in self.resolutions
+                for method in WRITER_METHODS
+            ]  # fmt: skip
         cases = []
         for resolution in self.resolutions:
             width, height = RESOLUTIONS[resolution]
@@ -110,19 +132,23 @@ def run(plan: Plan, progress: Any = None) -> list[dict[str, Any]]:
 
 
 def describe(case: dict[str, Any]) -> str:
+    if case.get("kind") == "writer":
+        return f"{case['resolution']} writer {case['method']}"
     return f"{case['resolution']} {case['encoder']} x{case['buffers']} {case['method']}"
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     row = dict(rows[0])
-    for key in ("fps", "gbps", "cpu_per_gb", "call_us"):
-        values = [r[key] for r in rows if r[key] is not None]
+    for key in ("fps", "gbps", "cpu_per_gb", "call_us", "python_ms", "ffmpeg_ms"):
+        values = [r[key] for r in rows if r.get(key) is not None]
         row[key] = statistics.median(values) if values else None
     return row
 
 
 def format_tables(rows: list[dict[str, Any]]) -> str:
     """Markdown tables, one per resolution, laid out like the original's, gain over plain."""
+    if rows and rows[0].get("kind") == "writer":
+        return format_writer_tables(rows)
     out = []
     for resolution in dict.fromkeys(r["resolution"] for r in rows):
         out.append(
@@ -142,6 +168,27 @@ def format_tables(rows: list[dict[str, Any]]) -> str:
                 f"| {SYMBOLS[row['method']]} | {row['method']} | {encoder} | {row['buffers']} "
                 f"| {row['fps']:.0f} fps | {row['gbps']:.2f} GB/s | {row['cpu_per_gb']:.3f} "
                 f"| {call} | {gain} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def format_writer_tables(rows: list[dict[str, Any]]) -> str:
+    """One table per resolution: fps and CPU milliseconds per frame, Python and FFmpeg."""
+    out = []
+    for resolution in dict.fromkeys(r["resolution"] for r in rows):
+        out.append(
+            f"| {resolution} x264 ultrafast | Method | Framerate | CPU ms/frame: Python "
+            "| FFmpeg | Total | Gain |\n|:--:|:--|--:|--:|--:|--:|--:|"
+        )
+        group = [r for r in rows if r["resolution"] == resolution]
+        base = next((r for r in group if r["method"] == "plain"), None)
+        for row in group:
+            gain = "" if base is None or row is base else f"{row['fps'] / base['fps']:.2f}x"
+            total = row["python_ms"] + row["ffmpeg_ms"]
+            out.append(
+                f"| {SYMBOLS[row['method']]} | {row['method']} | {row['fps']:.1f} fps "
+                f"| {row['python_ms']:.1f} | {row['ffmpeg_ms']:.1f} | {total:.1f} | {gain} |"
             )
         out.append("")
     return "\n".join(out)

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--ffmpeg", default=None, help="FFmpeg binary (default: searched)")
     bench.add_argument(
+        "--writer",
+        action="store_true",
+        help="measure VideoWriter end to end (demo shader into x264 ultrafast) instead",
+    )
+    bench.add_argument(
         "--reference-python",
         default=None,
         help="interpreter of a venv holding another turbopipe, e.g. PyPI's 2.1.0",
@@ -110,6 +115,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         ffmpeg=find_ffmpeg(args.ffmpeg),
         reference_python=args.reference_python,
+        writer=args.writer,
     )
     print(f"turbopipe {__version__} ({ENGINE} engine), ffmpeg: {plan.ffmpeg}", flush=True)
     rows = benchmark.run(

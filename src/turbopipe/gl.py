@@ -1,6 +1,7 @@
-"""GPU side of the video writer: flip and convert frames on the GPU, read them back.
+"""GPU side of the video writer: read frames back, or convert them on the GPU first.
 
-A ``FrameConverter`` renders a moderngl texture into the output's packed layout (yuv420p,
+A ``FrameReader`` reads a moderngl Framebuffer or Texture as rgb24 into a GPU buffer. A
+``FrameConverter`` renders a moderngl texture into the output's packed layout (yuv420p,
 nv12, yuv444p or rgb24) with the vertical flip folded in, then reads the planes into one
 moderngl buffer, back to back, as FFmpeg's rawvideo demuxer expects them. YUV uses the
 matrix the writer picks (BT.709 for HD, BT.601 below), limited range. Needs moderngl.
@@ -34,13 +35,20 @@ uniform vec3 luma;      // Y weights of R, G, B
 uniform vec3 blue;      // U weights
 uniform vec3 red;       // V weights
 
-// Source pixel for output pixel p (in output pixels of `scale` source pixels each): the
-// center of its block, mirrored vertically when flipping, as texture coordinates.
-vec2 source_uv(vec2 p, float scale) {
+// The source pixel for output pixel p, mirrored vertically when flipping.
+vec3 pixel(vec2 p) {
+    ivec2 at = ivec2(p);
+    if (flip) at.y = textureSize(source, 0).y - 1 - at.y;
+    return texelFetch(source, at, 0).rgb;
+}
+
+// The average of the 2x2 source block for output pixel p: one bilinear fetch at the
+// block's center.
+vec3 block(vec2 p) {
     vec2 size = vec2(textureSize(source, 0));
-    vec2 center = (floor(p) + 0.5) * scale;
+    vec2 center = floor(p) * 2.0 + 1.0;
     if (flip) center.y = size.y - center.y;
-    return center / size;
+    return texture(source, center / size).rgb;
 }
 
 // Limited range: Y in [16, 235], U and V in [16, 240], as fractions of 255.
@@ -48,37 +56,28 @@ float to_y(vec3 rgb) { return (16.0 + 219.0 * dot(rgb, luma)) / 255.0; }
 vec2 to_uv(vec3 rgb) { return (128.0 + 224.0 * vec2(dot(rgb, blue), dot(rgb, red))) / 255.0; }
 """
 
-# Each pass: (fragment body, output scale (1 or 2 source pixels per output pixel),
-# [(components of each render target)]). One bilinear fetch at the center of a 2x2 block
-# averages its four pixels for 4:2:0 chroma.
+# Each pass: (fragment body, output scale (source pixels per output pixel, each way),
+# [components of each render target]).
 _PASSES: dict[str, list[tuple[str, int, list[int]]]] = {
     "rgb24": [
-        ("out vec4 rgb; void main() { rgb = texture(source, source_uv(gl_FragCoord.xy, 1.0)); }",
-         1, [3]),
+        ("out vec4 rgb; void main() { rgb = vec4(pixel(gl_FragCoord.xy), 1.0); }", 1, [3]),
     ],
     "yuv444p": [
         ("layout(location=0) out float y; layout(location=1) out float u;"
          "layout(location=2) out float v;"
-         "void main() { vec3 c = texture(source, source_uv(gl_FragCoord.xy, 1.0)).rgb;"
-         " y = to_y(c); vec2 uv = to_uv(c); u = uv.x; v = uv.y; }",
+         "void main() { vec3 c = pixel(gl_FragCoord.xy); y = to_y(c);"
+         " vec2 uv = to_uv(c); u = uv.x; v = uv.y; }",
          1, [1, 1, 1]),
     ],
     "yuv420p": [
-        ("out float y;"
-         "void main() { y = to_y(texture(source, source_uv(gl_FragCoord.xy, 1.0)).rgb); }",
-         1, [1]),
+        ("out float y; void main() { y = to_y(pixel(gl_FragCoord.xy)); }", 1, [1]),
         ("layout(location=0) out float u; layout(location=1) out float v;"
-         "void main() { vec2 uv = to_uv(texture(source, source_uv(gl_FragCoord.xy, 2.0)).rgb);"
-         " u = uv.x; v = uv.y; }",
+         "void main() { vec2 uv = to_uv(block(gl_FragCoord.xy)); u = uv.x; v = uv.y; }",
          2, [1, 1]),
     ],
     "nv12": [
-        ("out float y;"
-         "void main() { y = to_y(texture(source, source_uv(gl_FragCoord.xy, 1.0)).rgb); }",
-         1, [1]),
-        ("out vec2 uv;"
-         "void main() { uv = to_uv(texture(source, source_uv(gl_FragCoord.xy, 2.0)).rgb); }",
-         2, [2]),
+        ("out float y; void main() { y = to_y(pixel(gl_FragCoord.xy)); }", 1, [1]),
+        ("out vec2 uv; void main() { uv = to_uv(block(gl_FragCoord.xy)); }", 2, [2]),
     ],
 }  # fmt: skip
 
@@ -92,6 +91,88 @@ def frame_size(pix_fmt: str, width: int, height: int) -> int:
     )
 
 
+class _Scratch:
+    """A texture with a framebuffer around it, made on first use, to copy frames into."""
+
+    def __init__(self, ctx: Any, size: tuple[int, int]) -> None:
+        self.ctx, self.size = ctx, size
+        self.framebuffer: Any = None
+
+    def copy_of(self, frame: Any) -> Any:
+        """A single-sampled framebuffer holding a copy of ``frame`` (a Framebuffer)."""
+        if self.framebuffer is None:
+            self.framebuffer = self.ctx.framebuffer([self.ctx.texture(self.size, 4)])
+        self.ctx.copy_framebuffer(self.framebuffer, frame)
+        return self.framebuffer
+
+    def release(self) -> None:
+        if self.framebuffer is not None:
+            for texture in self.framebuffer.color_attachments:
+                texture.release()
+            self.framebuffer.release()
+
+
+def _check_size(frame: Any, size: tuple[int, int]) -> None:
+    if tuple(frame.size) != size:
+        raise ValueError(f"frame is {frame.size[0]}x{frame.size[1]}, the video {size[0]}x{size[1]}")
+
+
+class _KeepsCallerFramebuffer:
+    """Binds the caller's framebuffer and viewport again after GL work: moderngl rebinds the
+    last framebuffer used whenever it makes one, which fails if that was ours, released."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        self.framebuffer = self.ctx.fbo or self.ctx.detect_framebuffer()
+        self.viewport = self.ctx.viewport
+
+    def __exit__(self, *_: object) -> None:
+        if not isinstance(self.framebuffer.mglo, moderngl.InvalidObject):  # unless released
+            self.framebuffer.use()
+            self.ctx.viewport = self.viewport
+
+
+class FrameReader:
+    """Reads frames as rgb24, bottom-up, straight into GPU buffers: no render pass.
+
+    The cheapest path where a pass costs CPU (software rasterizers): FFmpeg's vflip filter
+    only flips its row pointers, and FFmpeg converts to the output's pixel format.
+    """
+
+    def __init__(self, ctx: Any, width: int, height: int) -> None:
+        self.ctx = ctx
+        self.size = (width, height)
+        self.frame_size = width * height * 3
+        self.scratch = _Scratch(ctx, self.size)
+        self.wrapped: tuple[Any, Any] | None = None  # (texture, framebuffer around it)
+
+    def read_into(self, frame: Any, buffer: Any) -> None:
+        _check_size(frame, self.size)
+        with _KeepsCallerFramebuffer(self.ctx):
+            self._readable(frame).read_into(buffer, components=3, alignment=1)
+
+    def _readable(self, frame: Any) -> Any:
+        if isinstance(frame, moderngl.Texture):
+            if self.wrapped is None or self.wrapped[0] is not frame:
+                self._release_wrapped()
+                self.wrapped = (frame, self.ctx.framebuffer([frame]))
+            frame = self.wrapped[1]
+        if any(getattr(a, "samples", 0) for a in frame.color_attachments):
+            return self.scratch.copy_of(frame)  # multisampled: resolve first
+        return frame
+
+    def _release_wrapped(self) -> None:
+        if self.wrapped is not None:
+            self.wrapped[1].release()
+            self.wrapped = None
+
+    def release(self) -> None:
+        self._release_wrapped()
+        self.scratch.release()
+
+
 @dataclass
 class _Pass:
     program: Any
@@ -101,7 +182,7 @@ class _Pass:
 
 
 class FrameConverter:
-    """Renders textures of one size into packed frames of ``pix_fmt`` in GPU buffers."""
+    """Renders frames of one size into packed frames of ``pix_fmt`` in GPU buffers."""
 
     def __init__(
         self, ctx: Any, width: int, height: int, pix_fmt: str, flip: bool, matrix: str = "bt709"
@@ -111,8 +192,9 @@ class FrameConverter:
         if pix_fmt in ("yuv420p", "nv12") and (width % 2 or height % 2):
             raise ValueError(f"{pix_fmt} needs an even width and height, not {width}x{height}")
         self.ctx = ctx
-        self.width, self.height = width, height
+        self.size = (width, height)
         self.frame_size = frame_size(pix_fmt, width, height)
+        self.scratch = _Scratch(ctx, self.size)
         kr, kb = MATRICES[matrix]
         weights = {
             "luma": (kr, 1 - kr - kb, kb),
@@ -142,29 +224,30 @@ class FrameConverter:
                 _Pass(program, ctx.vertex_array(program, []), ctx.framebuffer(textures), planes)
             )
 
-    def convert(self, texture: Any, buffer: Any) -> None:
-        """Render ``texture`` into the packed frame and read it into ``buffer`` (on the GPU)."""
-        if texture.size != (self.width, self.height):
-            width, height = texture.size
-            raise ValueError(f"frame is {width}x{height}, the video {self.width}x{self.height}")
-        # The caller's framebuffer is bound again afterwards: moderngl rebinds the last one
-        # used when it makes framebuffers, which fails if that was ours and is released.
-        framebuffer = self.ctx.fbo or self.ctx.detect_framebuffer()
-        viewport = self.ctx.viewport
-        texture.use(self.unit)
-        self.sampler.use(self.unit)
-        for step in self.passes:
-            step.framebuffer.use()
-            step.vertex_array.render(vertices=3)
-            for attachment, components, offset in step.planes:
-                step.framebuffer.read_into(
-                    buffer, components=components, attachment=attachment, alignment=1,
-                    write_offset=offset,
-                )  # fmt: skip
-        self.sampler.clear(self.unit)
-        if not isinstance(framebuffer.mglo, moderngl.InvalidObject):  # unless released
-            framebuffer.use()
-            self.ctx.viewport = viewport
+    def read_into(self, frame: Any, buffer: Any) -> None:
+        """Render ``frame`` (Framebuffer or Texture) into the packed frame in ``buffer``."""
+        _check_size(frame, self.size)
+        with _KeepsCallerFramebuffer(self.ctx):
+            self._texture_of(frame).use(self.unit)
+            self.sampler.use(self.unit)
+            for step in self.passes:
+                step.framebuffer.use()
+                step.vertex_array.render(vertices=3)
+                for attachment, components, offset in step.planes:
+                    step.framebuffer.read_into(
+                        buffer, components=components, attachment=attachment, alignment=1,
+                        write_offset=offset,
+                    )  # fmt: skip
+            self.sampler.clear(self.unit)
+
+    def _texture_of(self, frame: Any) -> Any:
+        """The texture to sample: the frame's own, else a copy (renderbuffers, multisampling)."""
+        if isinstance(frame, moderngl.Texture):
+            return frame
+        attachment = frame.color_attachments[0]
+        if isinstance(attachment, moderngl.Texture) and attachment.samples == 0:
+            return attachment
+        return self.scratch.copy_of(frame).color_attachments[0]
 
     def release(self) -> None:
         for step in self.passes:
@@ -174,19 +257,4 @@ class FrameConverter:
             step.vertex_array.release()
             step.program.release()
         self.sampler.release()
-
-
-def source_texture(frame: Any, copy: Any) -> Any:
-    """The texture to convert for a moderngl Framebuffer or Texture.
-
-    A framebuffer whose first color attachment is a texture is read from directly; one
-    with a renderbuffer is first copied into ``copy()`` (a texture of the same size).
-    """
-    if isinstance(frame, moderngl.Texture):
-        return frame
-    attachment = frame.color_attachments[0]
-    if isinstance(attachment, moderngl.Texture) and attachment.samples == 0:
-        return attachment
-    texture = copy()
-    frame.ctx.copy_framebuffer(texture, frame)
-    return texture
+        self.scratch.release()

@@ -41,19 +41,21 @@ class VideoWriter:
       later (a writable array) is copied into a ring first, so it may be reused at once.
     - a ``moderngl.Buffer`` holding such bytes, e.g. from ``fbo.read_into``: copied on the
       GPU into a ring, so it too may be written again at once.
-    - a ``moderngl.Framebuffer`` or ``Texture``: converted on the GPU to ``pix_fmt`` (when
-      ``gpu_convert``), flipped on the GPU, read back through a ring of GPU buffers.
+    - a ``moderngl.Framebuffer`` or ``Texture``: with ``gpu_convert``, converted on the GPU
+      to ``pix_fmt`` (yuv420p, nv12, yuv444p or rgb24) with the flip folded in; without,
+      read back as rgb24 for FFmpeg to flip and convert. Either way read into a ring of GPU
+      buffers piped one frame late, so the readback overlaps the next frame's rendering.
 
     Frames read from OpenGL are bottom-up: ``vflip`` (default: True for moderngl objects,
-    False otherwise) turns them right side up, on the GPU for framebuffers and textures,
-    in FFmpeg for raw bytes.
+    False otherwise) turns them right side up: in the GPU pass when converting there,
+    else in FFmpeg (whose vflip only flips row pointers: no copy).
 
     ``codec`` is FFmpeg's encoder, ``pix_fmt`` the output's pixel format; ``preset`` and
     ``crf`` are passed when given; ``extra_args`` go before the output. ``gpu_convert``
-    (default: True on a hardware GPU, False on a software rasterizer, where the pass costs
-    as much CPU as FFmpeg's conversion saves) converts framebuffers to ``pix_fmt`` on the
-    GPU; otherwise the GPU sends rgb24 and FFmpeg converts. YUV output uses BT.709 for HD
-    (720 lines and up) and BT.601 below, limited range, tagged in the stream.
+    defaults to True on a hardware GPU, where the pass is nearly free, and to False on a
+    software rasterizer (llvmpipe), where it costs about the CPU that FFmpeg's conversion
+    would (see the README's writer benchmark). YUV output uses BT.709 for HD (720 lines
+    and up) and BT.601 below, limited range, tagged in the stream.
 
     FFmpeg starts at the first frame. Its failures (bad codec or arguments, unwritable
     output, dying mid-stream) raise FFmpegError carrying the tail of its stderr; ``close``
@@ -165,9 +167,11 @@ class VideoWriter:
     def _start(self, frame: Any) -> None:
         vflip = self.vflip
         if _is_moderngl(frame, "Framebuffer", "Texture"):
-            gpu_pix_fmt = self.pix_fmt if self._converts_on_gpu(frame.ctx) else "rgb24"
-            self._source = _GLFrames(frame.ctx, self, gpu_pix_fmt, flip=vflip is not False)
-            input_pix_fmt, vflip = gpu_pix_fmt, False
+            # Converted on the GPU, flip included; or read as is, FFmpeg flips and converts.
+            convert = self._converts_on_gpu(frame.ctx)
+            self._source = _GLFrames(frame.ctx, self, convert, flip=vflip is not False)
+            input_pix_fmt = self.pix_fmt if convert else "rgb24"
+            vflip = False if convert else vflip is not False
         elif _is_moderngl(frame, "Buffer"):
             self._source = _GLBuffers(frame.ctx, self, _bytes_per_pixel(self, frame.size))
             input_pix_fmt, vflip = self._source.input_pix_fmt, vflip is not False
@@ -360,33 +364,27 @@ class _GLBuffers(_GLRing):
 
 
 class _GLFrames(_GLRing):
-    def __init__(self, ctx: Any, writer: VideoWriter, pix_fmt: str, flip: bool) -> None:
-        from .gl import FrameConverter
+    def __init__(self, ctx: Any, writer: VideoWriter, convert: bool, flip: bool) -> None:
+        from .gl import FrameConverter, FrameReader
 
-        matrix = matrix_for(writer.height)
-        self.converter = FrameConverter(ctx, writer.width, writer.height, pix_fmt, flip, matrix)
-        super().__init__(ctx, self.converter.frame_size, writer._ring_size)
-        self.copy: Any = None
+        width, height = writer.width, writer.height
+        self.reader = (
+            FrameConverter(ctx, width, height, writer.pix_fmt, flip, matrix_for(height))
+            if convert
+            else FrameReader(ctx, width, height)
+        )
+        super().__init__(ctx, self.reader.frame_size, writer._ring_size)
 
     def fill(self, frame: Any, slot: Any) -> None:
         if not _is_moderngl(frame, "Framebuffer", "Texture"):
             raise TypeError(
                 f"this writer takes moderngl Framebuffers or Textures, not {type(frame).__name__}"
             )
-        from .gl import source_texture
-
-        self.converter.convert(source_texture(frame, self._copy_texture), slot)
-
-    def _copy_texture(self) -> Any:
-        if self.copy is None:
-            self.copy = self.ctx.texture((self.converter.width, self.converter.height), 4)
-        return self.copy
+        self.reader.read_into(frame, slot)
 
     def release(self) -> None:
         super().release()
-        self.converter.release()
-        if self.copy is not None:
-            self.copy.release()
+        self.reader.release()
 
 
 class _Progress:
