@@ -118,21 +118,13 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
     import moderngl
 
     from turbopipe import VideoWriter
-    from turbopipe.demo import _FRAGMENT, _VERTEX
+    from turbopipe.demo import Scene
 
     width, height, frames, method = case["width"], case["height"], case["frames"], case["method"]
     ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
-    program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
-    program["resolution"].value = (width, height)
-    vertex_array = ctx.vertex_array(program, [])
-    fbo = ctx.simple_framebuffer((width, height), components=4)
+    scene = Scene(ctx, width, height)
     output = os.path.join(tempfile.mkdtemp(), "out.mp4")
     encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
-
-    def render(frame: int) -> None:
-        program["time"].value = frame / 60
-        fbo.use()
-        vertex_array.render(vertices=3)
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -145,8 +137,8 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
         assert ffmpeg.stdin is not None
         for frame in range(frames):
-            render(frame)
-            ffmpeg.stdin.write(fbo.read(components=3))
+            scene.render(frame / 60)
+            ffmpeg.stdin.write(scene.fbo.read(components=3))
         ffmpeg.stdin.close()
         returncode = ffmpeg.wait()
     else:
@@ -156,8 +148,8 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
             ffmpeg=case["ffmpeg"],
         ) as video:  # fmt: skip
             for frame in range(frames):
-                render(frame)
-                video.write(fbo)
+                scene.render(frame / 60)
+                video.write(scene.fbo)
         returncode = 0
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -36,6 +36,21 @@ void main() {
 """
 
 
+class Scene:
+    """The demo shader, rendered into its own framebuffer."""
+
+    def __init__(self, ctx: Any, width: int, height: int) -> None:
+        self.program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
+        self.program["resolution"].value = (width, height)
+        self.vertex_array = ctx.vertex_array(self.program, [])
+        self.fbo = ctx.simple_framebuffer((width, height), components=4)
+
+    def render(self, seconds: float) -> None:
+        self.program["time"].value = seconds
+        self.fbo.use()
+        self.vertex_array.render(vertices=3)
+
+
 @dataclass
 class DemoResult:
     output: str
@@ -64,10 +79,7 @@ def render_demo(
 
     ctx = _standalone_context(moderngl)
     try:
-        program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
-        program["resolution"].value = (width, height)
-        vertex_array = ctx.vertex_array(program, [])
-        fbo = ctx.simple_framebuffer((width, height), components=4)
+        scene = Scene(ctx, width, height)
         frames = max(1, round(seconds * fps))
         started = time.perf_counter()
         with VideoWriter(
@@ -75,10 +87,8 @@ def render_demo(
             gpu_convert=gpu_convert, progress=progress, total=frames, ffmpeg=ffmpeg,
         ) as video:  # fmt: skip
             for frame in range(frames):
-                program["time"].value = frame / fps
-                fbo.use()
-                vertex_array.render(vertices=3)
-                video.write(fbo)
+                scene.render(frame / fps)
+                video.write(scene.fbo)
         return DemoResult(output, frames, time.perf_counter() - started, ctx.info["GL_RENDERER"])
     finally:
         ctx.release()
