@@ -90,9 +90,7 @@ def _fd_of(file: int) -> int:
     return fd
 
 
-def _size_option(name: str, value: int | None, default: int) -> int:
-    if value is None:
-        return default
+def _size_option(name: str, value: int) -> int:
     value = operator.index(value)
     if value < 0:
         raise ValueError(f"{name} must not be negative, not {value}")
@@ -134,11 +132,12 @@ def pipe(
         raise TypeError("pipe() needs the file descriptor to write to")
     fd = _fd_of(file)
     options = (
-        _size_option("chunk", chunk, _CHUNK),
-        _size_option("pipe_size", pipe_size, _PIPE_SIZE),
+        _CHUNK if chunk is None else _size_option("chunk", chunk),
+        _PIPE_SIZE if pipe_size is None else _size_option("pipe_size", pipe_size),
         _VMSPLICE if vmsplice is None else bool(vmsplice),
     )
     gl = gl_buffer(data)
+    mglo = None
     try:
         if gl is None:
             _engine.submit(data, fd, _key_of(data), *options)
@@ -148,7 +147,7 @@ def pipe(
                 _engine.wait_key(mglo)
             _engine.submit(_mappings.map(mglo, wrapper), fd, mglo, *options)
     finally:
-        _mappings.unmap_idle(_engine.busy)
+        _mappings.unmap_idle(_engine.busy, queued=mglo)
 
 
 def sync(data: Pipeable | None = None, *, file: int | None = None) -> None:

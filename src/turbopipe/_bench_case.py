@@ -83,16 +83,20 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
 
         options = case.get("options", {})
 
+        # 2.x takes only buffer.mglo; 1.x and ours take the buffer, as documented.
+        mglo = method == "reference" and turbopipe.__version__.startswith("2.1")
+
         def send(buffer: Any) -> None:
             # The documented loop: sync(buffer), (render into it), pipe(buffer).
-            turbopipe.sync(buffer.mglo)
+            target = buffer.mglo if mglo else buffer
+            turbopipe.sync(target)
             start = time.perf_counter_ns()
-            turbopipe.pipe(buffer.mglo, fd, **options)
+            turbopipe.pipe(target, fd, **options)
             call_times.append(time.perf_counter_ns() - start)
 
         def finish() -> None:
             for buffer in buffers:
-                turbopipe.sync(buffer.mglo)
+                turbopipe.sync(buffer.mglo if mglo else buffer)
 
     started, cpu_started = time.perf_counter(), time.process_time()
     for frame in range(frames):

@@ -97,11 +97,14 @@ class Mappings:
         if entry is not None:
             entry[1].unmap()
 
-    def unmap_idle(self, busy: Callable[[object], bool]) -> None:
-        """Unmap every buffer this thread mapped whose writes are done."""
+    def unmap_idle(self, busy: Callable[[object], bool], queued: object = None) -> None:
+        """Unmap every buffer this thread mapped whose writes are done (``queued`` was
+        just piped: it is not)."""
+        if not self._live:
+            return
         thread = threading.get_ident()
         for mglo, mapping in list(self._live.values()):
-            if mapping.thread == thread and not busy(mglo):
+            if mglo is not queued and mapping.thread == thread and not busy(mglo):
                 self.unmap(mglo)
 
     def _binding_for(self, wrapper: object | None) -> _BufferBinding:
