@@ -6,6 +6,7 @@ import fcntl
 import gc
 import mmap
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -404,3 +405,62 @@ def test_fork_with_writes_queued(tmp_path) -> None:  # type: ignore[no-untyped-d
     expected = b"".join(bytes([i]) * (1 << 20) for i in range(8)) + b"after"
     assert (tmp_path / "parent").read_bytes() == expected
     assert (tmp_path / "child").read_bytes() == b"child"
+
+
+def test_a_signal_storm_interrupts_nothing(make_pipe: type[Pipe]) -> None:
+    """Signals land on the writer threads too; their write()s see EINTR and go on."""
+    pipe = make_pipe()
+    payloads = make_payloads(24, 2 * MiB)
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    stop = threading.Event()
+
+    def storm() -> None:
+        while not stop.is_set():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.0002)
+
+    storming = in_thread(storm)
+    try:
+        for payload in payloads:
+            turbopipe.pipe(payload, pipe.fd)
+        turbopipe.sync()
+    finally:
+        stop.set()
+        storming.join()
+        signal.signal(signal.SIGUSR1, previous)
+    assert pipe.finish() == md5(*payloads)
+
+
+def test_items_larger_than_2_gib() -> None:
+    """More than one write() can take: untouched anonymous pages into /dev/null."""
+    huge = mmap.mmap(-1, (2 << 30) + 12345)
+    fd = os.open(os.devnull, os.O_WRONLY)
+    turbopipe.pipe(huge, fd)
+    turbopipe.sync(huge)
+    os.close(fd)
+    huge.close()  # refused while an export is alive
+
+
+def test_a_long_run_holds_no_memory_or_references() -> None:
+    small = [os.urandom(64) for _ in range(8)]
+    large = bytearray(MiB)
+    fd = os.open(os.devnull, os.O_WRONLY)
+    before_refs = [sys.getrefcount(item) for item in [*small, large]]
+
+    def run(small_items: int, large_items: int) -> None:
+        for i in range(small_items):
+            turbopipe.pipe(small[i % len(small)], fd)
+        for _ in range(large_items):
+            turbopipe.pipe(large, fd)
+        turbopipe.sync()
+
+    run(10_000, 200)  # warm up allocators
+    rss = resident_bytes()
+    run(100_000, 2_000)
+    assert resident_bytes() - rss < 16 * MiB
+    assert [sys.getrefcount(item) for item in [*small, large]] == before_refs
+    os.close(fd)
+
+
+def resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -63,6 +63,19 @@ def test_a_reused_array_may_change_right_after_write(tmp_path: Path, ffmpeg_exe:
     assert [int(f.mean()) for f in decoded] == list(range(20))
 
 
+def test_a_read_only_view_of_a_reused_array(tmp_path: Path, ffmpeg_exe: str) -> None:
+    """Read-only is not immutable: the array behind the view changes after write()."""
+    base = np.zeros((H, W, 3), np.uint8)
+    view = base.view()
+    view.flags.writeable = False
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
+        for value in range(10):
+            base[:] = value
+            video.write(view)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert [int(f.mean()) for f in decoded] == list(range(10))
+
+
 def test_bytes_frames(tmp_path: Path, ffmpeg_exe: str) -> None:
     frames = [f.tobytes() for f in random_frames(5)]
     with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24") as video:
@@ -134,6 +147,46 @@ def test_gpu_conversion_matches_ffmpegs_own(
     # subsampling filter reaches further than the GPU's 2x2 average.
     assert np.mean(difference <= 2) > 0.97, np.mean(difference <= 2)
     assert difference.max() <= 12, difference.max()
+
+
+@pytest.mark.parametrize("gpu_convert", [False, True])
+def test_hd_colors_and_tags(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, gpu_convert: bool
+) -> None:
+    """HD is BT.709, limited range, on both paths, and the stream says so."""
+    width, height = 1280, 720
+    red = gl_context.texture((width, height), 3, b"\xff\x00\x00" * (width * height))
+    path = tmp_path / "out.mkv"
+    with VideoWriter(path, width, height, codec="ffv1", gpu_convert=gpu_convert) as video:
+        video.write(red)
+    planes = np.frombuffer(decode(ffmpeg_exe, path, "yuv420p"), np.uint8).astype(int)
+    y, u, v = planes[0], planes[width * height], planes[-1]
+    assert abs(y - 63) <= 1 and abs(u - 102) <= 1 and abs(v - 240) <= 1, (y, u, v)
+    probe = subprocess.run([ffmpeg_exe, "-hide_banner", "-i", str(path)], capture_output=True)
+    assert b"yuv420p(tv, bt709" in probe.stderr, probe.stderr
+    red.release()
+
+
+def test_the_callers_gl_state_cannot_spoil_the_conversion(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context
+) -> None:
+    grey = gl_context.texture((W, H), 3, b"\x80" * (W * H * 3))
+    gl_context.enable(moderngl.BLEND | moderngl.CULL_FACE)
+    gl_context.blend_func = moderngl.ONE, moderngl.ONE
+    gl_context.cull_face = "front_and_back"
+    try:
+        with VideoWriter(
+            tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", gpu_convert=True
+        ) as video:
+            for _ in range(3):
+                video.write(grey)
+    finally:
+        gl_context.disable(moderngl.BLEND | moderngl.CULL_FACE)
+        gl_context.cull_face = "back"
+    planes = np.frombuffer(decode(ffmpeg_exe, tmp_path / "out.mkv", "yuv444p"), np.uint8)
+    assert set(planes[: W * H]) == {126}  # 16 + 219 * 128 / 255, every frame
+    assert len(planes) == 3 * W * H * 3
+    grey.release()
 
 
 @pytest.mark.parametrize("gpu_convert", [False, True])

@@ -62,9 +62,15 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
         else:
             pending: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
 
+            failed: list[OSError] = []
+
             def writer() -> None:
                 while (data := pending.get()) is not None:
-                    stdin.write(data)
+                    if not failed:  # after a failure, drain: put() must never block
+                        try:
+                            stdin.write(data)
+                        except OSError as error:
+                            failed.append(error)
 
             thread = threading.Thread(target=writer)
             thread.start()
@@ -77,6 +83,8 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
             if method == "thread":
                 pending.put(None)
                 thread.join()
+                if failed:
+                    raise failed[0]
 
     else:
         import turbopipe
@@ -127,7 +135,8 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
     width, height, frames, method = case["width"], case["height"], case["frames"], case["method"]
     ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
     scene = Scene(ctx, width, height)
-    output = os.path.join(tempfile.mkdtemp(), "out.mp4")
+    folder = tempfile.TemporaryDirectory()
+    output = os.path.join(folder.name, "out.mp4")
     encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -158,7 +167,7 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     ffmpeg_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-    os.remove(output)
+    folder.cleanup()
     return {
         **case,
         "returncode": returncode,

@@ -11,13 +11,8 @@ Methods, as in the original TurboPipe benchmark plus ours:
 
 With ``writer=True`` it measures the video writer end to end instead: the demo shader
 rendered at 60 fps into H.264 (x264 ultrafast, yuv420p), comparing the plain
-``stdin.write(fbo.read())`` loop (FFmpeg flips and converts), VideoWriter sending rgb24
-(flipped on the GPU, FFmpeg converts) and VideoWriter converting on the GPU.
-
-With ``writer=True`` it measures the video writer end to end instead: the demo shader
-rendered at 60 fps into H.264 (x264 ultrafast, yuv420p), comparing the plain
-``stdin.write(fbo.read())`` loop (FFmpeg flips and converts), VideoWriter sending rgb24
-(flipped on the GPU, FFmpeg converts) and VideoWriter converting on the GPU.
+``stdin.write(fbo.read())`` loop, VideoWriter reading rgb24 back (FFmpeg flips and
+converts, as in the plain loop) and VideoWriter converting on the GPU.
 
 Every case runs in a fresh interpreter; repeats are interleaved so that drift on a shared
 machine hits every method alike, and the table reports medians.

@@ -178,6 +178,7 @@ class _Pass:
     program: Any
     vertex_array: Any
     framebuffer: Any
+    scope: Any  # binds framebuffer with every capability (blending, culling...) disabled
     planes: list[tuple[int, int, int]]  # (attachment, components, byte offset in the frame)
 
 
@@ -220,9 +221,10 @@ class FrameConverter:
             for attachment, components in enumerate(targets):
                 planes.append((attachment, components, offset))
                 offset += size[0] * size[1] * components
-            self.passes.append(
-                _Pass(program, ctx.vertex_array(program, []), ctx.framebuffer(textures), planes)
-            )
+            framebuffer = ctx.framebuffer(textures)
+            scope = ctx.scope(framebuffer=framebuffer, enable_only=moderngl.NOTHING)
+            vertex_array = ctx.vertex_array(program, [])
+            self.passes.append(_Pass(program, vertex_array, framebuffer, scope, planes))
 
     def read_into(self, frame: Any, buffer: Any) -> None:
         """Render ``frame`` (Framebuffer or Texture) into the packed frame in ``buffer``."""
@@ -231,8 +233,8 @@ class FrameConverter:
             self._texture_of(frame).use(self.unit)
             self.sampler.use(self.unit)
             for step in self.passes:
-                step.framebuffer.use()
-                step.vertex_array.render(vertices=3)
+                with step.scope:  # the caller's blending or culling would spoil the pass
+                    step.vertex_array.render(vertices=3)
                 for attachment, components, offset in step.planes:
                     step.framebuffer.read_into(
                         buffer, components=components, attachment=attachment, alignment=1,
@@ -251,6 +253,7 @@ class FrameConverter:
 
     def release(self) -> None:
         for step in self.passes:
+            step.scope.release()
             for texture in step.framebuffer.color_attachments:
                 texture.release()
             step.framebuffer.release()

@@ -27,8 +27,13 @@ def matrix_for(height: int) -> str:
     return "bt709" if height >= 720 else "bt601"
 
 
+# FFmpeg's RGB, gray and palette pixel formats; everything else is some YUV.
+_NOT_YUV = ("rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "gbr", "gray",
+            "pal", "mono", "ya")  # fmt: skip
+
+
 def _is_yuv(pix_fmt: str) -> bool:
-    return pix_fmt.startswith(("yuv", "yuvj", "nv"))
+    return not pix_fmt.startswith(_NOT_YUV)
 
 
 class VideoWriter:
@@ -37,8 +42,9 @@ class VideoWriter:
     ``write(frame)`` takes, all frames of one kind:
 
     - numpy arrays of shape (height, width, 3 or 4), dtype uint8, or bytes-like objects of
-      width*height*3 (RGB) or *4 (RGBA) bytes, rows top to bottom. A frame that can change
-      later (a writable array) is copied into a ring first, so it may be reused at once.
+      width*height*3 (RGB) or *4 (RGBA) bytes, rows top to bottom. ``bytes`` are written in
+      place; anything else could change later and is copied into a ring first, so it may
+      be reused at once.
     - a ``moderngl.Buffer`` holding such bytes, e.g. from ``fbo.read_into``: copied on the
       GPU into a ring, so it too may be written again at once.
     - a ``moderngl.Framebuffer`` or ``Texture``: with ``gpu_convert``, converted on the GPU
@@ -140,13 +146,18 @@ class VideoWriter:
             sync(file=self._process.stdin_fd)
         except OSError as error:
             raise self._fail() from error
+        except BaseException:  # Ctrl-C while waiting: FFmpeg must not outlive the writer
+            self._abort()
+            raise
         try:
             self._process.finish()
-        finally:
-            self._closed = True
-            self._source.release()
-            if self._progress:
-                self._progress.close()
+        except BaseException:
+            self._abort()
+            raise
+        self._closed = True
+        self._source.release()
+        if self._progress:
+            self._progress.close()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -195,19 +206,24 @@ class VideoWriter:
         return not any(name in renderer for name in _SOFTWARE_RENDERERS)
 
     def _argv(self, input_pix_fmt: str, vflip: bool) -> list[str]:
-        argv = [
-            self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n",
-            "-f", "rawvideo", "-pix_fmt", input_pix_fmt, "-s", f"{self.width}x{self.height}",
-            "-r", str(self.fps), "-i", "-",
-        ]  # fmt: skip
+        argv = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n"]
         filters = ["vflip"] if vflip else []
+        output_tags = []
         if _is_yuv(self.pix_fmt):
             matrix = matrix_for(self.height)
-            if not _is_yuv(input_pix_fmt):  # FFmpeg converts: with the matrix we tag
-                filters.append(f"scale=out_color_matrix={matrix}:out_range=tv")
             tag = _COLOR_TAGS[matrix]
-            argv += ["-colorspace", tag, "-color_primaries", tag, "-color_trc", tag]
-            argv += ["-color_range", "tv"]
+            # Tags on the input: FFmpeg carries them from the frames to the stream, and
+            # YUV input that is already ours must not be converted again as if untagged.
+            argv += ["-color_primaries", tag, "-color_trc", tag]
+            if _is_yuv(input_pix_fmt):
+                argv += ["-colorspace", tag, "-color_range", "tv"]
+            else:  # FFmpeg converts, with the matrix we tag
+                filters.append(f"scale=out_color_matrix={matrix}:out_range=tv")
+            output_tags = ["-colorspace", tag, "-color_range", "tv"]
+        argv += [
+            "-f", "rawvideo", "-pix_fmt", input_pix_fmt, "-s", f"{self.width}x{self.height}",
+            "-r", str(self.fps), "-i", "-", *output_tags,
+        ]  # fmt: skip
         if filters:
             argv += ["-vf", ",".join(filters)]
         argv += ["-c:v", self.codec, "-pix_fmt", self.pix_fmt]
@@ -306,7 +322,7 @@ class _CPUFrames(_Source):
         view = self._validate(frame)
         if view.nbytes != self.frame_bytes:
             raise ValueError(f"frame is {view.nbytes} bytes, earlier frames {self.frame_bytes}")
-        if view.readonly and view.c_contiguous:
+        if type(frame) is bytes:  # immutable: written in place
             pipe(frame, fd, vmsplice=True)
             return
         slot = self.ring[self.next]
