@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +162,39 @@ def test_a_failed_object_is_held_until_its_failure_is_reported() -> None:
     with pytest.raises(BrokenPipeError):
         turbopipe.sync()
     os.close(write_fd)
+
+
+def accepted_bytes(error: OSError, sizes: list[int]) -> int:
+    """Bytes the pipe took before the failure: the items before the failing one (found by
+    its size; sizes are distinct), then its `written`."""
+    match = re.search(r"wrote (\d+) of (\d+) bytes", str(error))
+    assert match, error
+    failing = sizes.index(int(match[2]))
+    return sum(sizes[:failing]) + int(match[1])
+
+
+@pytest.mark.parametrize("how", ["exits", "killed"])
+def test_a_dying_reader_got_exactly_a_prefix(tmp_path: Path, how: str) -> None:
+    """The reader exits after N bytes (head) or is SIGKILLed mid-item: what it got is a
+    prefix of the stream, no longer than what the engine reports the pipe took."""
+    got = tmp_path / "got"
+    command = ["head", "-c", str(3 * MiB + 123)] if how == "exits" else ["cat"]
+    with open(got, "wb") as out:
+        reader = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out)
+    assert reader.stdin is not None
+    items = [os.urandom(MiB + 7 * i) for i in range(40)]
+    with pytest.raises(BrokenPipeError) as caught:
+        for number, item in enumerate(items):  # dropped or refused after the failure
+            turbopipe.pipe(item, reader.stdin.fileno())
+            if how == "killed" and number == 5:
+                turbopipe.sync(item)
+                reader.kill()
+        turbopipe.sync()
+    reader.stdin.close()
+    reader.wait()
+    stream = b"".join(items)
+    received = got.read_bytes()
+    assert stream.startswith(received)
+    if how == "exits":
+        assert len(received) == 3 * MiB + 123
+    assert accepted_bytes(caught.value, [len(item) for item in items]) >= len(received)

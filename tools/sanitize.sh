@@ -22,7 +22,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 python=${PYTHON:-python3}
-tests=(tests/test_pipe.py tests/test_errors.py tests/test_glmap.py)
+tests=(tests/test_pipe.py tests/test_errors.py tests/test_glmap.py tests/test_sequences.py)
 
 names=()
 while [ $# -gt 0 ]; do
