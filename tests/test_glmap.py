@@ -186,3 +186,14 @@ def test_calls_from_another_thread_leave_gl_mappings_alone(
     assert pipe.finish() == md5(data, data[::-1])
     assert other.finish() == md5(b"audio" * 5)
     buffer.release()
+
+
+def test_a_refused_buffer_is_not_left_mapped(gl_context: moderngl.Context) -> None:
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)
+    buffer = gl_context.buffer(os.urandom(4096))
+    with pytest.raises(OSError):
+        turbopipe.pipe(buffer, write_fd)  # closed: refused at the call
+    buffer.write(bytes(4096))  # GL may write it: it is not mapped
+    os.close(read_fd)
+    buffer.release()

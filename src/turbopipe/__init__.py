@@ -138,7 +138,7 @@ def pipe(
         _VMSPLICE if vmsplice is None else bool(vmsplice),
     )
     gl = gl_buffer(data)
-    mglo = None
+    queued = None
     try:
         if gl is None:
             _engine.submit(data, fd, _key_of(data), *options)
@@ -147,8 +147,9 @@ def pipe(
             if _mappings.mapped(mglo):
                 _engine.wait_key(mglo)
             _engine.submit(_mappings.map(mglo, wrapper), fd, mglo, *options)
-    finally:
-        _mappings.unmap_idle(_engine.busy, queued=mglo)
+            queued = mglo
+    finally:  # a buffer whose submit failed is unmapped here too
+        _mappings.unmap_idle(_engine.busy, queued=queued)
 
 
 def sync(data: Pipeable | None = None, *, file: int | None = None) -> None:
