@@ -357,6 +357,7 @@ def test_keyword_spellings_of_both_published_generations(make_pipe: type[Pipe]) 
     turbopipe.pipe(b"2.x ", file=pipe.fd)
     turbopipe.pipe(b"1.x", fileno=pipe.fd)
     turbopipe.sync(data=b"")
+    turbopipe.sync(buffer=b"")
     turbopipe.sync()
     assert pipe.finish() == md5(b"2.x 1.x")
     with pytest.raises(TypeError):

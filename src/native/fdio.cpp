@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <climits>
 #include <csignal>
-#include <ctime>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -30,13 +29,15 @@ int wait_writable(int fd) {
 }
 
 // A write to a dead reader raises SIGPIPE on this thread, where it is blocked; take it
-// off the pending set so it can never be delivered later.
+// off the pending set so it can never be delivered later. (sigpending + sigwait: POSIX,
+// unlike sigtimedwait.)
 void discard_pending_sigpipe() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    timespec zero{0, 0};
-    while (sigtimedwait(&set, nullptr, &zero) == SIGPIPE) {
+    sigset_t pending, sigpipe;
+    sigemptyset(&sigpipe);
+    sigaddset(&sigpipe, SIGPIPE);
+    int signal = 0;
+    while (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        sigwait(&sigpipe, &signal);
     }
 }
 

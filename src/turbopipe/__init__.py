@@ -152,15 +152,19 @@ def pipe(
         _mappings.unmap_idle(_engine.busy, queued=queued)
 
 
-def sync(data: Pipeable | None = None, *, file: int | None = None) -> None:
+def sync(
+    data: Pipeable | None = None, *, file: int | None = None, buffer: Pipeable | None = None
+) -> None:
     """Wait until queued writes are done.
 
     ``sync(data)`` waits for the writes of ``data`` (a moderngl.Buffer and its .mglo are
     the same object, and so are a memoryview and the object it views), ``sync(file=fd)``
     for those of one descriptor, ``sync()`` for all. Afterwards the memory may be changed
     again; a moderngl buffer is unmapped, so GL may write it. Raises the OSError of a
-    failed write among those waited for.
+    failed write among those waited for. ``buffer`` is the 1.x name of ``data``.
     """
+    if data is None:
+        data = buffer
     try:
         if data is None and file is None:
             _engine.wait_all()

@@ -328,7 +328,8 @@ def _write_item(item: _Item) -> tuple[int, int]:
                 poller.poll()
     except OSError as error:
         if error.errno == errno.EPIPE:
-            signal.sigtimedwait({signal.SIGPIPE}, 0)
+            while signal.SIGPIPE in signal.sigpending():  # blocked here: take it off
+                signal.sigwait({signal.SIGPIPE})
         return written, error.errno or errno.EIO
     except Exception:  # never let a worker die with its stream marked as writing
         return written, errno.EIO
