@@ -308,3 +308,14 @@ def test_bad_writer_arguments() -> None:
 def test_matrix_by_height() -> None:
     assert matrix_for(1080) == matrix_for(720) == "bt709"
     assert matrix_for(480) == "bt601"
+
+
+def test_an_ffmpeg_that_cannot_start_leaves_the_writer_consistent(tmp_path: Path) -> None:
+    not_ffmpeg = tmp_path / "ffmpeg"
+    not_ffmpeg.write_text("not a program")
+    not_ffmpeg.chmod(0o755)
+    video = VideoWriter(tmp_path / "out.mkv", W, H, ffmpeg=not_ffmpeg)
+    for _ in range(2):  # the same clear error each time, never an inconsistent writer
+        with pytest.raises(OSError, match="Exec format error"):
+            video.write(np.zeros((H, W, 3), np.uint8))
+    video.close()

@@ -176,20 +176,28 @@ class VideoWriter:
     # Starting FFmpeg
 
     def _start(self, frame: Any) -> None:
+        """Pick how frames of this kind reach FFmpeg and start it; all or nothing."""
+        source: _Source
         vflip = self.vflip
         if _is_moderngl(frame, "Framebuffer", "Texture"):
             # Converted on the GPU, flip included; or read as is, FFmpeg flips and converts.
             convert = self._converts_on_gpu(frame.ctx)
-            self._source = _GLFrames(frame.ctx, self, convert, flip=vflip is not False)
+            source = _GLFrames(frame.ctx, self, convert, flip=vflip is not False)
             input_pix_fmt = self.pix_fmt if convert else "rgb24"
             vflip = False if convert else vflip is not False
         elif _is_moderngl(frame, "Buffer"):
-            self._source = _GLBuffers(frame.ctx, self, _bytes_per_pixel(self, frame.size))
-            input_pix_fmt, vflip = self._source.input_pix_fmt, vflip is not False
+            components = _bytes_per_pixel(self, frame.size)
+            source = _GLBuffers(frame.ctx, self, components)
+            input_pix_fmt, vflip = "rgb24" if components == 3 else "rgba", vflip is not False
         else:
-            self._source = _CPUFrames(self, frame)
-            input_pix_fmt = self._source.input_pix_fmt
-        self._process = FFmpegProcess(self._argv(input_pix_fmt, bool(vflip)), _PIPE_SIZE)
+            source = _CPUFrames(self, frame)
+            input_pix_fmt = "rgb24" if source.components == 3 else "rgba"
+        try:
+            process = FFmpegProcess(self._argv(input_pix_fmt, bool(vflip)), _PIPE_SIZE)
+        except BaseException:
+            source.release()
+            raise
+        self._source, self._process = source, process
 
     def _converts_on_gpu(self, ctx: Any) -> bool:
         from .gl import GPU_FORMATS
@@ -291,7 +299,6 @@ class _CPUFrames(_Source):
     def __init__(self, writer: VideoWriter, first: Any) -> None:
         self.writer = writer
         self.components = self._validate(first).nbytes // (writer.width * writer.height)
-        self.input_pix_fmt = "rgb24" if self.components == 3 else "rgba"
         self.frame_bytes = writer.width * writer.height * self.components
         self.ring = [bytearray(self.frame_bytes) for _ in range(writer._ring_size)]
         self.next = 0
@@ -369,7 +376,6 @@ class _GLRing(_Source):
 class _GLBuffers(_GLRing):
     def __init__(self, ctx: Any, writer: VideoWriter, components: int) -> None:
         super().__init__(ctx, writer.width * writer.height * components, writer._ring_size)
-        self.input_pix_fmt = "rgb24" if components == 3 else "rgba"
 
     def fill(self, frame: Any, slot: Any) -> None:
         if not _is_moderngl(frame, "Buffer"):
