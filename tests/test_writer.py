@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import moderngl
@@ -319,3 +321,16 @@ def test_an_ffmpeg_that_cannot_start_leaves_the_writer_consistent(tmp_path: Path
         with pytest.raises(OSError, match="Exec format error"):
             video.write(np.zeros((H, W, 3), np.uint8))
     video.close()
+
+
+def test_ctrl_c_in_close_stops_ffmpeg(tmp_path: Path) -> None:
+    stuck = tmp_path / "ffmpeg"
+    stuck.write_text("#!/bin/sh\nexec sleep 60\n")  # an FFmpeg that never reads
+    stuck.chmod(0o755)
+    video = VideoWriter(tmp_path / "out.mkv", 640, 480, ffmpeg=stuck)
+    for _ in range(4):  # more than the pipe holds: close() has to wait
+        video.write(np.zeros((480, 640, 3), np.uint8))
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        video.close()
+    assert video.pid is not None and process_gone(video.pid)
