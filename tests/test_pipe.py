@@ -54,7 +54,8 @@ def test_many_small_items_keep_their_order(make_pipe: type[Pipe]) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["bytes", "bytearray", "memoryview", "numpy_rgb", "numpy_float", "mmap", "empty"]
+    "kind",
+    ["bytes", "bytearray", "memoryview", "numpy_rgb", "numpy_float", "mmap", "empty", "empty_2d"],
 )
 def test_buffer_kinds(make_pipe: type[Pipe], kind: str) -> None:
     raw = os.urandom(1920 * 1080 * 3)
@@ -68,12 +69,14 @@ def test_buffer_kinds(make_pipe: type[Pipe], kind: str) -> None:
         data = np.frombuffer(raw, np.uint8).reshape(1080, 1920, 3).copy()
     elif kind == "numpy_float":
         data = np.frombuffer(raw, np.float32).reshape(1080, -1).copy()
+    elif kind == "empty_2d":
+        data = np.zeros((2, 0), np.uint8)
     elif kind == "mmap":
         data = mmap.mmap(-1, len(raw))
         data.write(raw)
     else:
         data = b""
-    expected = md5(memoryview(data).cast("B"))  # type: ignore[arg-type]
+    expected = md5(bytes(memoryview(data)))  # type: ignore[arg-type]
     pipe = make_pipe()
     turbopipe.pipe(data, pipe.fd)
     turbopipe.sync(data)
@@ -292,6 +295,40 @@ def test_a_reused_fd_number_is_a_new_file(tmp_path: Path) -> None:
     old_reader = Reader(old_read)
     turbopipe.sync(old)
     assert old_reader.join() == md5(old)
+
+
+def test_the_same_file_again_through_a_reused_number_keeps_its_order() -> None:
+    """fd n names pipe X, then Y, then X again: X's bytes stay in order, never interleaved."""
+    x_read, x_write = os.pipe()
+    y_read, y_write = os.pipe()
+    y_reader = Reader(y_read)
+    n = os.dup(x_write)
+    first, second = b"A" * (4 * MiB), b"C" * (4 * MiB)
+    turbopipe.pipe(first, n)  # X stalls: nobody reads it yet
+    os.dup2(y_write, n)
+    turbopipe.pipe(b"y", n)
+    os.dup2(x_write, n)
+    turbopipe.pipe(second, n)
+    x_reader = Reader(x_read, keep=True)
+    turbopipe.sync()
+    for fd in (n, x_write, y_write):
+        os.close(fd)
+    x_reader.join()
+    assert bytes(x_reader.data or b"") == first + second
+    assert y_reader.join() == md5(b"y")
+
+
+def test_idle_writer_threads_exit_on_their_own() -> None:
+    """A program that writes many files does not keep a thread per file until close()."""
+    baseline = threading.active_count(), len(os.listdir("/proc/self/task"))
+    for _ in range(20):
+        pipe = Pipe()
+        turbopipe.pipe(b"x" * 1000, pipe.fd)
+        turbopipe.sync(file=pipe.fd)
+        pipe.finish()
+    time.sleep(2.5)  # workers leave after 2 s without work
+    turbopipe.sync()  # joins them
+    assert (threading.active_count(), len(os.listdir("/proc/self/task"))) <= baseline
 
 
 def test_close_then_pipe_again(make_pipe: type[Pipe]) -> None:

@@ -5,6 +5,15 @@
 
 namespace turbopipe {
 
+namespace {
+// How long a worker waits for work before it exits on its own.
+constexpr auto kIdleExit = std::chrono::seconds(2);
+
+bool holds(const Failure& failure, uintptr_t key) {
+    return std::find(failure.keys.begin(), failure.keys.end(), key) != failure.keys.end();
+}
+}  // namespace
+
 std::string Failure::describe() const {
     std::string text = "fd " + std::to_string(fd) + ": wrote " + std::to_string(written) +
                        " of " + std::to_string(size) + " bytes";
@@ -14,29 +23,36 @@ std::string Failure::describe() const {
 
 Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
+    files_[fd] = item.file;
     auto ready = [&] {
-        Stream* stream = current(fd, &item.file);
+        auto found = streams_.find(item.file);
+        Stream* stream = found == streams_.end() ? nullptr : found->second.get();
         if (stream && stream->failure) return true;
         if (active_keys_.count(item.key)) return false;
         return !stream || stream->queue.size() < queue_limit_;
     };
     if (!progress_.wait_until(lock, deadline, ready)) return Outcome::TimedOut;
 
-    Stream* stream = current(fd, &item.file);
-    if (stream && take_failure(stream, failure)) return Outcome::Failed;
+    auto& stream = streams_[item.file];
+    if (stream && take_failure(stream.get(), failure)) return Outcome::Failed;
+    if (stream && stream->exited) {  // returned after idling: replace it
+        stream->worker.join();
+        stream.reset();
+        exited_--;
+    }
     if (!stream) {
         auto created = std::make_unique<Stream>();
-        created->fd = fd;
         created->file = item.file;
         try {
             created->worker = std::thread(&Engine::run, this, created.get());
         } catch (const std::system_error&) {
+            streams_.erase(item.file);
             *failure = Failure{fd, EAGAIN, 0, item.size, 0, {}, {}};
             return Outcome::Failed;
         }
-        stream = created.get();
-        streams_[fd] = std::move(created);
+        stream = std::move(created);
     }
+    stream->fd = fd;
     stream->queue.push_back(item);
     active_keys_.insert(item.key);
     // Notified under the lock: once it is released the stream may go idle and be stopped.
@@ -49,20 +65,18 @@ Outcome Engine::wait_key(uintptr_t key, Deadline deadline, Failure* failure) {
     if (!progress_.wait_until(lock, deadline, [&] { return !active_keys_.count(key); })) {
         return Outcome::TimedOut;
     }
-    Stream* stream = failed_stream([&](const Failure& f) {
-        return std::find(f.keys.begin(), f.keys.end(), key) != f.keys.end();
-    });
+    Stream* stream = failed_stream([&](const Failure& f) { return holds(f, key); });
     return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
 
 Outcome Engine::wait_fd(int fd, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
     auto idle = [&] {
-        Stream* stream = current(fd, nullptr);
+        Stream* stream = stream_of_fd(fd);
         return !stream || stream->idle();
     };
     if (!progress_.wait_until(lock, deadline, idle)) return Outcome::TimedOut;
-    return take_failure(current(fd, nullptr), failure) ? Outcome::Failed : Outcome::Done;
+    return take_failure(stream_of_fd(fd), failure) ? Outcome::Failed : Outcome::Done;
 }
 
 Outcome Engine::wait_all(Deadline deadline, Failure* failure) {
@@ -75,38 +89,44 @@ Outcome Engine::wait_all(Deadline deadline, Failure* failure) {
 }
 
 void Engine::stop_idle_workers() {
-    std::vector<std::unique_ptr<Stream>> stopped;
-    {
-        std::lock_guard<std::mutex> lock(mutex_);
-        auto stoppable = [](const std::unique_ptr<Stream>& stream) {
-            return stream->idle() && !stream->failure;
-        };
-        for (auto it = streams_.begin(); it != streams_.end();) {
-            if (stoppable(it->second)) {
-                stopped.push_back(std::move(it->second));
-                it = streams_.erase(it);
-            } else {
-                ++it;
-            }
-        }
-        for (auto& stream : retired_) {
-            if (stoppable(stream)) stopped.push_back(std::move(stream));
-        }
-        retired_.erase(std::remove(retired_.begin(), retired_.end(), nullptr), retired_.end());
-        for (auto& stream : stopped) {
-            stream->stopping = true;
-            stream->wake.notify_one();
+    auto stopped = remove_streams(
+        [](const Stream& stream) { return stream.idle() && !stream.failure; });
+    for (auto& stream : stopped) stream->worker.join();
+}
+
+void Engine::join_exited_workers() {
+    if (!exited_) return;
+    auto exited = remove_streams([](const Stream& stream) { return stream.exited; });
+    for (auto& stream : exited) stream->worker.join();
+}
+
+std::vector<std::unique_ptr<Engine::Stream>> Engine::remove_streams(
+    bool (*remove)(const Stream&)) {
+    std::vector<std::unique_ptr<Stream>> removed;
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = streams_.begin(); it != streams_.end();) {
+        if (remove(*it->second)) {
+            Stream& stream = *it->second;
+            if (stream.exited) exited_--;
+            stream.stopping = true;
+            stream.wake.notify_one();
+            removed.push_back(std::move(it->second));
+            it = streams_.erase(it);
+        } else {
+            ++it;
         }
     }
-    for (auto& stream : stopped) stream->worker.join();
+    // Forget the fd numbers that named those files: a later submit records them again.
+    for (auto it = files_.begin(); it != files_.end();) {
+        it = streams_.count(it->second) ? std::next(it) : files_.erase(it);
+    }
+    return removed;
 }
 
 bool Engine::busy(uintptr_t key) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (active_keys_.count(key)) return true;
-    return failures_ && failed_stream([&](const Failure& f) {
-               return std::find(f.keys.begin(), f.keys.end(), key) != f.keys.end();
-           }) != nullptr;
+    return failed_stream([&](const Failure& f) { return holds(f, key); }) != nullptr;
 }
 
 std::vector<void*> Engine::take_finished() {
@@ -120,8 +140,16 @@ void Engine::run(Stream* stream) {
     block_sigpipe();
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-        stream->wake.wait(lock, [&] { return stream->stopping || !stream->queue.empty(); });
-        if (stream->queue.empty()) return;  // stopping, and nothing left to write
+        auto woken = [&] { return stream->stopping || !stream->queue.empty(); };
+        if (!stream->wake.wait_for(lock, kIdleExit, woken) && !stream->failure) {
+            stream->exited = true;  // idle: leave; the next submit or wait joins the thread
+            exited_++;
+            return;
+        }
+        if (stream->queue.empty()) {
+            if (stream->stopping) return;
+            continue;  // idle with a failure to report: keep the stream
+        }
         Item item = stream->queue.front();
         stream->queue.pop_front();
         stream->writing = true;
@@ -157,22 +185,23 @@ void Engine::run(Stream* stream) {
     }
 }
 
-Engine::Stream* Engine::current(int fd, const FileId* file) {
-    auto found = streams_.find(fd);
-    if (found == streams_.end()) return nullptr;
-    if (file && !(found->second->file == *file)) {
-        retired_.push_back(std::move(found->second));
-        streams_.erase(found);
-        return nullptr;
-    }
-    return found->second.get();
+Engine::Stream* Engine::stream_of_fd(int fd) {
+    auto file = files_.find(fd);
+    if (file == files_.end()) return nullptr;
+    auto found = streams_.find(file->second);
+    return found == streams_.end() ? nullptr : found->second.get();
 }
 
+// The failure's owners join the finished ones: released by the caller's next
+// take_finished(), which, like busy(), runs with the GIL held, so no thread can see the
+// key idle while an export is still held.
 bool Engine::take_failure(Stream* stream, Failure* failure) {
     if (!stream || !stream->failure) return false;
     *failure = std::move(*stream->failure);
     stream->failure.reset();
     failures_--;
+    finished_.insert(finished_.end(), failure->owners.begin(), failure->owners.end());
+    failure->owners.clear();
     return true;
 }
 
@@ -180,18 +209,12 @@ template <class Match>
 Engine::Stream* Engine::failed_stream(Match match) {
     Stream* best = nullptr;
     if (!failures_) return best;
-    for_each_stream([&](Stream* stream) {
+    for (auto& [file, stream] : streams_) {
         if (stream->failure && match(*stream->failure) && (!best || stream->fd < best->fd)) {
-            best = stream;
+            best = stream.get();
         }
-    });
+    }
     return best;
-}
-
-template <class Visit>
-void Engine::for_each_stream(Visit visit) {
-    for (auto& [fd, stream] : streams_) visit(stream.get());
-    for (auto& stream : retired_) visit(stream.get());
 }
 
 }  // namespace turbopipe

@@ -1,25 +1,26 @@
-// The engine: one queue and one writer thread per file descriptor.
+// The engine: one queue and one writer thread per file written to.
 //
 // Invariants (all state below is guarded by the one mutex_, never held during I/O):
-// - Items of one stream are written in submission order by that stream's worker only.
-// - A stream writes to one file: the fd number it serves, as it was when its items were
-//   submitted. When the number comes to name another file (closed, then reused by an
-//   open()), the old stream is retired: it finishes its own items and failure, and a new
-//   stream serves the number.
+// - A stream serves one file (FileId: what the caller's fd named at submission), whatever
+//   fd numbers reach it: its items are written in submission order by its worker only.
+//   An fd number closed and reused by an open() names another file, hence another stream.
 // - A key has at most one item queued or being written; submit() waits otherwise, so an
 //   owner's memory is exported at most once.
-// - Every owner handed to submit() comes back exactly once: from take_finished() once its
-//   bytes are written, or inside the Failure that reports its item failed or was dropped.
-//   Until that failure is reported its key stays busy(), so it cannot be freed and its
-//   address reused by another key.
+// - Every owner handed to submit() comes back exactly once from take_finished(): after its
+//   bytes are written, or after the failure that dropped it is reported. Until then its
+//   key stays busy(), so it cannot be freed and its address reused by another key.
 // - A failed write drops the items queued behind it on that stream and leaves one Failure
 //   there, reported by the next submit/wait touching that stream.
+// - A worker idle for kIdleExit with nothing to report exits on its own; the next call
+//   that finds it exited joins it, and a later item for its file starts a new one.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,7 +53,7 @@ struct Failure {
     size_t size = 0;              // size of the failing item
     size_t dropped = 0;           // queued items behind it that were never written
     std::vector<uintptr_t> keys;  // keys of the failing and the dropped items
-    std::vector<void*> owners;    // their owners, for the caller to release
+    std::vector<void*> owners;    // their owners, moved to the finished when it is reported
 
     // "fd 5: wrote 1024 of 6220800 bytes, 3 queued items dropped"
     std::string describe() const;
@@ -78,19 +79,24 @@ public:
     // starts them again.
     void stop_idle_workers();
 
+    // Joins the workers that exited after idling; quick: they have returned already.
+    void join_exited_workers();
+
     // Whether key has an item queued, being written, or in an unreported failure.
     bool busy(uintptr_t key);
 
-    // Owners whose items are written, for the caller to release.
+    // Owners whose items are done (written, or dropped and reported), for the caller to
+    // release.
     std::vector<void*> take_finished();
 
 private:
     struct Stream {
-        int fd;
+        int fd;  // the last fd number its items came through, for messages
         FileId file;
         std::deque<Item> queue;
         bool writing = false;
         bool stopping = false;
+        bool exited = false;  // its worker returned after idling; join it
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
@@ -99,21 +105,21 @@ private:
     };
 
     void run(Stream* stream);
-    Stream* current(int fd, const FileId* file);
+    Stream* stream_of_fd(int fd);
     bool take_failure(Stream* stream, Failure* failure);
-    // The stream with the lowest fd whose failure matches, among current and retired.
+    // The stream with the lowest fd whose failure matches.
     template <class Match>
     Stream* failed_stream(Match match);
-    template <class Visit>
-    void for_each_stream(Visit visit);
+    std::vector<std::unique_ptr<Stream>> remove_streams(bool (*remove)(const Stream&));
 
     const size_t queue_limit_;
     std::mutex mutex_;
     std::condition_variable progress_;  // an item finished or failed
-    std::unordered_map<int, std::unique_ptr<Stream>> streams_;  // by the fd they serve
-    std::vector<std::unique_ptr<Stream>> retired_;              // their fd names another file
+    std::map<FileId, std::unique_ptr<Stream>> streams_;
+    std::unordered_map<int, FileId> files_;      // fd number -> the file it last named
     std::unordered_set<uintptr_t> active_keys_;  // keys of items queued or being written
     size_t failures_ = 0;                        // streams holding a failure
+    std::atomic<size_t> exited_{0};  // streams whose worker exited; written under mutex_
     std::vector<void*> finished_;
 };
 

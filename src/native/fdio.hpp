@@ -14,6 +14,9 @@ struct FileId {
     bool operator==(const FileId& other) const {
         return device == other.device && inode == other.inode;
     }
+    bool operator<(const FileId& other) const {
+        return device != other.device ? device < other.device : inode < other.inode;
+    }
 };
 
 struct WriteOptions {

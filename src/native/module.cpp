@@ -44,14 +44,12 @@ void release(Export* owner) {
 }
 
 // Releasing an export may run the exporter's code, which must not see a pending exception.
-void release_all(const std::vector<void*>& owners) {
+void release_finished() {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
-    for (void* owner : owners) release(static_cast<Export*>(owner));
+    for (void* owner : engine->take_finished()) release(static_cast<Export*>(owner));
     PyErr_Restore(type, value, traceback);
 }
-
-void release_finished() { release_all(engine->take_finished()); }
 
 // OSError(errno, message) picks the subclass: BrokenPipeError for EPIPE and so on.
 PyObject* raise_os_error(int error, const std::string& detail) {
@@ -82,7 +80,7 @@ Outcome wait_interruptibly(Wait wait, Failure* failure) {
 
 PyObject* conclude(Outcome outcome, const Failure& failure) {
     release_finished();
-    release_all(failure.owners);
+    engine->join_exited_workers();
     if (outcome == Outcome::Failed) return raise_os_error(failure.error, failure.describe());
     if (outcome == Outcome::TimedOut) return nullptr;
     Py_RETURN_NONE;

@@ -10,6 +10,7 @@ ignored.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -68,11 +69,12 @@ class _Failure:
 
 class _Stream:
     def __init__(self, fd: int, file: tuple[int, int]) -> None:
-        self.fd = fd
+        self.fd = fd  # the last fd number its items came through, for messages
         self.file = file
         self.queue: deque[_Item] = deque()
         self.writing = False
         self.stopping = False
+        self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
@@ -88,10 +90,11 @@ class _Stream:
 # a lock some worker holds.
 _lock = threading.RLock()
 _progress = threading.Condition(_lock)
-_streams: dict[int, _Stream] = {}  # by the fd they serve
-_retired: list[_Stream] = []  # their fd names another file now
+_streams: dict[tuple[int, int], _Stream] = {}  # by the file they write to
+_files: dict[int, tuple[int, int]] = {}  # fd number -> the file it last named
 _active_keys: set[int] = set()  # ids of keys of items queued or being written
 _finished: list[_Item] = []
+_IDLE_EXIT = 2.0  # seconds a worker waits for work before it exits on its own
 
 
 def _os_error(error: int, detail: str) -> OSError:
@@ -120,41 +123,48 @@ def _capture_descriptor(fd: int) -> tuple[int, tuple[int, int]]:
         raise _os_error(code, f"fd {fd} is not open for writing") from None
 
 
-def _current(fd: int, file: tuple[int, int] | None = None) -> _Stream | None:
-    """The stream serving fd; retired first if fd now names another ``file``."""
-    stream = _streams.get(fd)
-    if stream is not None and file is not None and stream.file != file:
-        _retired.append(_streams.pop(fd))
-        return None
-    return stream
-
-
-def _all_streams() -> list[_Stream]:
-    return [*_streams.values(), *_retired]
+def _stream_of_fd(fd: int) -> _Stream | None:
+    file = _files.get(fd)
+    return None if file is None else _streams.get(file)
 
 
 def _failed_stream(match: Callable[[_Failure], bool]) -> _Stream | None:
     """The stream with the lowest fd whose failure matches."""
-    failed = [s for s in _all_streams() if s.failure is not None and match(s.failure)]
+    failed = [s for s in _streams.values() if s.failure is not None and match(s.failure)]
     return min(failed, key=lambda s: s.fd, default=None)
 
 
 def _take_failure(stream: _Stream | None) -> _Failure | None:
+    """Its failure, whose items join the finished (see engine.cpp's take_failure)."""
     if stream is None or stream.failure is None:
         return None
     failure, stream.failure = stream.failure, None
+    _finished.extend(failure.items)
     return failure
 
 
+def _remove_streams(remove: Callable[[_Stream], bool]) -> list[_Stream]:
+    """Take the matching streams out and tell their workers to stop. Holds _lock."""
+    removed = [s for s in _streams.values() if remove(s)]
+    for stream in removed:
+        del _streams[stream.file]
+        stream.stopping = True
+        stream.wake.notify()
+    for fd in [fd for fd, file in _files.items() if file not in _streams]:
+        del _files[fd]
+    return removed
+
+
 def _conclude(failure: _Failure | None) -> None:
-    """Release what is finished (and what the failure held), then raise the failure."""
+    """Release what is finished, join workers that exited, then raise the failure."""
     with _lock:
         finished = _finished[:]
         _finished.clear()
-    if failure is not None:
-        finished += failure.items
+        exited = _remove_streams(lambda s: s.exited)
     for item in finished:
         item.view.release()
+    for stream in exited:
+        stream.thread.join()
     if failure is not None:
         raise failure.exception()
 
@@ -172,7 +182,9 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
         view.release()
         raise ValueError("data must be C-contiguous")
     if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
+        flat = view.cast("B") if view.nbytes else memoryview(b"")  # cast refuses 0 in shape
+        view.release()
+        view = flat
     try:
         descriptor, file = _capture_descriptor(fd)
     except OSError:
@@ -183,9 +195,10 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
     failure = None
     try:
         with _lock:
+            _files[fd] = file
 
             def ready() -> bool:
-                stream = _current(fd, file)
+                stream = _streams.get(file)
                 if stream is not None and stream.failure is not None:
                     return True
                 if id(key) in _active_keys:
@@ -193,23 +206,27 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
                 return stream is None or len(stream.queue) < QUEUE_LIMIT
 
             _wait(ready)
-            stream = _current(fd, file)
+            stream = _streams.get(file)
             failure = _take_failure(stream)
             if failure is None:
+                if stream is not None and stream.exited:  # returned after idling: replace
+                    stream.thread.join()
+                    stream = None
                 if stream is None:
                     stream = _Stream(fd, file)
                     try:
                         stream.thread.start()
                     except RuntimeError:
                         raise _os_error(errno.EAGAIN, f"fd {fd}: no writer thread") from None
-                    _streams[fd] = stream
+                    _streams[file] = stream
+                stream.fd = fd
                 stream.queue.append(item)
                 _active_keys.add(id(key))
                 stream.wake.notify()
                 queued = True
     finally:
         if not queued:
-            os.close(descriptor)
+            _close(descriptor)
             view.release()
     _conclude(failure)
 
@@ -225,12 +242,12 @@ def wait_fd(fd: int) -> None:
     fd = _to_fd(fd)
 
     def idle() -> bool:
-        stream = _current(fd)
+        stream = _stream_of_fd(fd)
         return stream is None or stream.idle()
 
     with _lock:
         _wait(idle)
-        failure = _take_failure(_current(fd))
+        failure = _take_failure(_stream_of_fd(fd))
     _conclude(failure)
 
 
@@ -245,14 +262,7 @@ def stop() -> None:
     with _lock:
         _wait(lambda: not _active_keys)
         failure = _take_failure(_failed_stream(lambda f: True))
-        stopped = [s for s in _all_streams() if s.idle() and s.failure is None]
-        for stream in stopped:
-            if _streams.get(stream.fd) is stream:
-                del _streams[stream.fd]
-            else:
-                _retired.remove(stream)
-            stream.stopping = True
-            stream.wake.notify()
+        stopped = _remove_streams(lambda s: s.idle() and s.failure is None)
     for stream in stopped:
         stream.thread.join()
     _conclude(failure)
@@ -275,9 +285,11 @@ def _run(stream: _Stream) -> None:
 
 
 def _write_next(stream: _Stream) -> bool:
-    """Write the next item of stream; False once it is stopping and empty. Holds _lock."""
+    """Write the next item of stream; False once it stops or exits idle. Holds _lock."""
     while not stream.queue and not stream.stopping:
-        stream.wake.wait()
+        if not stream.wake.wait(_IDLE_EXIT) and not stream.queue and stream.failure is None:
+            stream.exited = True  # idle: leave; the next call joins the thread
+            return False
     if not stream.queue:
         return False
     item = stream.queue.popleft()
@@ -286,7 +298,7 @@ def _write_next(stream: _Stream) -> bool:
     _lock.release()
     try:
         written, error = _write_item(item)
-        os.close(item.descriptor)
+        _close(item.descriptor)
     finally:
         _lock.acquire()
 
@@ -304,11 +316,17 @@ def _write_next(stream: _Stream) -> bool:
         _lock.release()  # closing can block (a file on NFS): not under the lock
         try:
             for lost in dropped:
-                os.close(lost.descriptor)
+                _close(lost.descriptor)
         finally:
             _lock.acquire()
     _progress.notify_all()
     return True
+
+
+def _close(descriptor: int) -> None:
+    # A close() error (deferred EIO on NFS) cannot be acted on; the descriptor is gone anyway.
+    with contextlib.suppress(OSError):
+        os.close(descriptor)
 
 
 def _write_item(item: _Item) -> tuple[int, int]:
@@ -357,7 +375,7 @@ def _reset_after_fork() -> None:
     _lock = threading.RLock()
     _progress = threading.Condition(_lock)
     _streams.clear()
-    _retired.clear()
+    _files.clear()
     _active_keys.clear()
     _finished.clear()
 
