@@ -1,8 +1,8 @@
 """TurboPipe: get frames out of Python and into FFmpeg or any file descriptor, fast.
 
 ``pipe(data, file)`` queues a buffer for a file descriptor and returns at once; a native
-thread per descriptor writes it, in call order, straight from the buffer's memory, without
-the GIL. ``sync`` waits for writes, ``close`` waits for all and stops the threads. A failed
+thread per file writes it, in call order, straight from the buffer's memory, without the
+GIL. ``sync`` waits for writes, ``close`` waits for all and stops the threads. A failed
 write raises the matching OSError (BrokenPipeError...) from the next call that touches its
 descriptor. See the README for the guarantees and the tuning knobs.
 """
@@ -112,9 +112,9 @@ def pipe(
     ``data`` is a ``moderngl.Buffer`` (or its ``.mglo``) or any C-contiguous object with
     the buffer protocol: bytes, bytearray, memoryview, numpy array, mmap. Its memory is
     written in place, so do not change it until ``sync(data)`` returns; piping the same
-    object again first waits for its previous write. Writes to one descriptor happen in
-    call order; each descriptor has its own writer thread. When 16 writes are queued for
-    ``file``, this waits for room (without holding the GIL).
+    object again first waits for its previous write. Writes to one file happen in call
+    order (descriptors naming the same file share its queue); each file has its own writer
+    thread. When 16 writes are queued for it, this waits for room (without holding the GIL).
 
     ``chunk`` caps the bytes of one write() (0: no cap), ``pipe_size`` grows a pipe to
     that many bytes (0: leave it), ``vmsplice`` maps pages into a pipe instead of copying
