@@ -221,6 +221,21 @@ def test_regular_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert md5((tmp_path / "out.bin").read_bytes()) == md5(*payloads)
 
 
+def test_fifo(tmp_path: Path) -> None:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    opened: list[Reader] = []
+    opener = in_thread(lambda: opened.append(Reader(os.open(path, os.O_RDONLY))))
+    fd = os.open(path, os.O_WRONLY)  # waits for the reader to open its end
+    opener.join()
+    payloads = make_payloads(5, 3 * MiB)
+    for payload in payloads:
+        turbopipe.pipe(payload, fd)
+    turbopipe.sync()
+    os.close(fd)
+    assert opened[0].join() == md5(*payloads)
+
+
 def test_socket() -> None:
     ours, theirs = socket.socketpair()
     reader = Reader(os.dup(theirs.fileno()))
