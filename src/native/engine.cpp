@@ -1,6 +1,7 @@
 #include "engine.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <system_error>
 
 namespace turbopipe {
