@@ -21,6 +21,7 @@ import turbopipe
 from conftest import Pipe, Reader, md5, run_with_engine
 
 MiB = 1 << 20
+F_SETPIPE_SZ = 1031
 F_GETPIPE_SZ = 1032
 
 
@@ -248,7 +249,15 @@ def test_socket() -> None:
     assert reader.join() == md5(*payloads)
 
 
-@pytest.mark.parametrize("options", [{"chunk": 4096}, {"chunk": 65536, "pipe_size": 0}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"chunk": 4096},
+        {"chunk": 65536, "pipe_size": 0},
+        {"relay": False},
+        {"relay": True, "chunk": 100_000, "pipe_size": 0},
+    ],
+)
 def test_write_options(make_pipe: type[Pipe], options: dict[str, int]) -> None:
     pipe = make_pipe()
     payloads = make_payloads(4, 3 * MiB)
@@ -282,6 +291,42 @@ def test_vmsplice_never_lets_the_reader_see_later_changes() -> None:
     frame[:] = 0
     os.close(write_fd)
     assert reader.join() == md5(*expected)
+
+
+@pytest.mark.parametrize("vmsplice", [False, True])
+def test_a_reader_that_splices_onward(engine: str, vmsplice: bool) -> None:
+    """The reader moves our pages into another pipe and reads them only after sync()
+    returned and the memory was changed. With the relay (the default) it still sees what
+    was piped. With vmsplice=True the native engine splices the memory's own pages, so
+    this reader sees the change: why vmsplice is off by default."""
+    ours_read, ours_write = os.pipe()
+    onward_read, onward_write = os.pipe()
+    frame = np.full(MiB // 2, 7, np.uint8)
+    piped = frame.tobytes()
+    try:
+        fcntl.fcntl(onward_write, F_SETPIPE_SZ, MiB)  # holds the whole frame, in any pages
+    except PermissionError:
+        pytest.skip("needs a 1 MiB pipe (/proc/sys/fs/pipe-max-size)")
+
+    def splice_onward() -> None:
+        moved = 0
+        while moved < frame.nbytes:
+            moved += os.splice(ours_read, onward_write, frame.nbytes - moved)
+
+    splicer = threading.Thread(target=splice_onward)
+    splicer.start()
+    turbopipe.pipe(frame, ours_write, pipe_size=128 * 1024, vmsplice=vmsplice)
+    turbopipe.sync(frame)
+    splicer.join()
+    frame[:] = 0  # the memory is ours again
+    os.close(onward_write)
+    arrived = Reader(onward_read).join()
+    for fd in (ours_read, ours_write):
+        os.close(fd)
+    if vmsplice and engine == "native":
+        assert arrived != md5(piped)
+    else:
+        assert arrived == md5(piped)
 
 
 def test_caller_closing_its_descriptor_does_not_cut_queued_writes() -> None:

@@ -54,6 +54,9 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         stream = std::move(created);
     }
     stream->fd = fd;
+    // Not open yet means no item of this stream can be using it. Failing to open leaves
+    // the items to write().
+    if (item.options.relay && item.file.pipe && !stream->relay.is_open()) stream->relay.open();
     stream->queue.push_back(item);
     active_keys_.insert(item.key);
     // Notified under the lock: once it is released the stream may go idle and be stopped.
@@ -157,7 +160,8 @@ void Engine::run(Stream* stream) {
 
         lock.unlock();
         size_t written = 0;
-        int error = write_item(item.descriptor, item.data, item.size, item.options, &written);
+        int error = write_item(item.descriptor, item.data, item.size, item.options,
+                               &stream->relay, &written);
         release_descriptor(item.descriptor);
         lock.lock();
 

@@ -100,6 +100,7 @@ private:
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
+        Relay relay;  // opened by submit, used by the worker only while it writes an item
 
         bool idle() const { return queue.empty() && !writing; }
     };

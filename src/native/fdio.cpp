@@ -19,6 +19,9 @@ namespace {
 // write() and vmsplice() take a signed count; Linux moves at most ~2 GiB per call anyway.
 constexpr size_t kMaxSyscallBytes = size_t(1) << 30;
 
+// write_item's "no splicing path took the item" (errno values are positive).
+constexpr int kNotSpliced = -1;
+
 int wait_writable(int fd) {
     pollfd entry{fd, POLLOUT, 0};
     while (poll(&entry, 1, -1) < 0) {
@@ -81,9 +84,107 @@ void wait_drained(int fd) {
         usleep(1000);
     }
 }
+
+// Splices all but the last pipe-capacity bytes and write()s those: when that write
+// returns the pipe has held nothing but them, so the reader has consumed every spliced
+// page and the caller may reuse the memory. Memory the kernel cannot pin is write()n.
+int vmsplice_item(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written) {
+    int capacity = fcntl(fd, F_GETPIPE_SZ);
+    size_t head = 0;
+    if (capacity > 0 && size > size_t(capacity)) {
+        int error = vmsplice_all(fd, data, size - size_t(capacity), &head);
+        // EFAULT/EINVAL: memory the kernel cannot pin (device mappings); write() it.
+        if (error && error != EFAULT && error != EINVAL && error != ENOSYS) {
+            *written = head;
+            return error;
+        }
+    }
+    size_t tail = 0;
+    int error = write_all(fd, data + head, size - head, chunk, &tail);
+    *written = head + tail;
+    // Grown meanwhile (by the reader, or a stream on another dup of it): the tail no longer
+    // proves the spliced pages were consumed, but an empty pipe does.
+    if (head && !error && fcntl(fd, F_GETPIPE_SZ) > capacity) wait_drained(fd);
+    return error;
+}
+
 #endif
 
 }  // namespace
+
+Relay::~Relay() {
+    if (!is_open()) return;
+    close(read_end_);
+    close(write_end_);
+}
+
+bool Relay::open() {
+#ifdef __linux__
+    int ends[2];
+    if (pipe2(ends, O_CLOEXEC) < 0) return false;
+    read_end_ = ends[0];
+    write_end_ = ends[1];
+    return true;
+#else
+    return false;
+#endif
+}
+
+bool Relay::ready(size_t wanted) {
+#ifdef __linux__
+    if (is_open() && capacity_ < wanted) {
+        grow_pipe(write_end_, wanted);
+        int size = fcntl(write_end_, F_GETPIPE_SZ);
+        capacity_ = size > 0 ? size_t(size) : 0;
+    }
+#else
+    (void)wanted;
+#endif
+    return is_open() && capacity_ > 0;
+}
+
+int Relay::send(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written) {
+    *written = 0;
+#ifdef __linux__
+    size_t step = chunk ? std::min(chunk, capacity_) : capacity_;
+    while (*written < size) {
+        // The relay is empty here, so it takes the whole fill in one write().
+        size_t filled = 0;
+        int error =
+            write_all(write_end_, data + *written, std::min(size - *written, step), 0, &filled);
+        for (size_t moved = 0; !error && moved < filled;) {
+            ssize_t n = splice(read_end_, nullptr, fd, nullptr, filled - moved, SPLICE_F_MOVE);
+            if (n > 0) {
+                moved += size_t(n);
+                *written += size_t(n);
+            } else if (n < 0 && errno == EAGAIN) {
+                error = wait_writable(fd);
+            } else if (!(n < 0 && errno == EINTR)) {
+                error = n < 0 ? errno : EIO;
+            }
+        }
+        if (error) {
+            discard();
+            return error;
+        }
+    }
+    return 0;
+#else
+    (void)fd, (void)data, (void)size, (void)chunk;
+    return ENOSYS;
+#endif
+}
+
+void Relay::discard() {
+#ifdef __linux__
+    uint8_t scratch[65536];
+    int unread = 0;
+    while (ioctl(read_end_, FIONREAD, &unread) == 0 && unread > 0) {
+        ssize_t n = read(read_end_, scratch, std::min(sizeof scratch, size_t(unread)));
+        if (n < 0 && errno != EINTR) return;
+    }
+#endif
+}
 
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
     int flags = fcntl(fd, F_GETFL);
@@ -94,7 +195,7 @@ int capture_descriptor(int fd, int* duplicate, FileId* file) {
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return errno;
     *duplicate = copy;
-    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino)};
+    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
     return 0;
 }
 
@@ -115,49 +216,39 @@ int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* wr
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             if (int error = wait_writable(fd)) return error;
         } else {
-            int error = errno;
-            if (error == EPIPE) discard_pending_sigpipe();
-            return error;
+            return errno;
         }
     }
     return 0;
 }
 
 int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& options,
-               size_t* written) {
+               Relay* relay, size_t* written) {
     *written = 0;
-    size_t head = 0;
-    int capacity = -1;
+    int error = kNotSpliced;
 #ifdef __linux__
     struct stat info;
     if (fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode)) {
         if (options.pipe_size) grow_pipe(fd, options.pipe_size);
-        if (options.vmsplice) capacity = fcntl(fd, F_GETPIPE_SZ);
-        // Splice all but the last pipe-capacity bytes and write() those: when that write
-        // returns the pipe has held nothing but them, so the reader has consumed every
-        // spliced page and the caller may reuse the memory.
-        if (capacity > 0 && size > size_t(capacity)) {
-            int error = vmsplice_all(fd, data, size - size_t(capacity), &head);
-            // EFAULT/EINVAL: memory the kernel cannot pin (device mappings); write() it.
-            if (error && error != EFAULT && error != EINVAL && error != ENOSYS) {
-                if (error == EPIPE) discard_pending_sigpipe();
-                *written = head;
-                return error;
-            }
+        int capacity = fcntl(fd, F_GETPIPE_SZ);
+        if (options.vmsplice) {
+            error = vmsplice_item(fd, data, size, options.chunk, written);
+        } else if (options.relay && capacity > 0 && relay->ready(size_t(capacity))) {
+            error = relay->send(fd, data, size, options.chunk, written);
         }
     }
 #else
     (void)options;
-    (void)capacity;
+    (void)relay;
 #endif
-    size_t tail = 0;
-    int error = write_all(fd, data + head, size - head, options.chunk, &tail);
-    *written = head + tail;
-#ifdef __linux__
-    // Grown meanwhile (by the reader, or a stream on another dup of it): the tail no longer
-    // proves the spliced pages were consumed, but an empty pipe does.
-    if (head && !error && fcntl(fd, F_GETPIPE_SZ) > capacity) wait_drained(fd);
-#endif
+    // write() what is left: not a pipe, no splicing asked, or splicing refused.
+    if (error == kNotSpliced || error == EINVAL || error == ENOSYS) {
+        size_t rest = 0;
+        error = write_all(fd, data + *written, size - *written, options.chunk, &rest);
+        *written += rest;
+    }
+    // A write to a dead reader raised SIGPIPE on this thread, where it is blocked.
+    if (error == EPIPE) discard_pending_sigpipe();
     return error;
 }
 

@@ -11,6 +11,7 @@ namespace turbopipe {
 struct FileId {
     uint64_t device;
     uint64_t inode;
+    bool pipe = false;  // a pipe or FIFO; a property of the file, not part of its identity
     bool operator==(const FileId& other) const {
         return device == other.device && inode == other.inode;
     }
@@ -23,6 +24,41 @@ struct WriteOptions {
     size_t chunk;      // most bytes handed to one write(); 0 means no limit
     size_t pipe_size;  // grow a pipe to this many bytes before writing; 0 leaves it alone
     bool vmsplice;     // map pages into a pipe instead of copying them (see write_item)
+    bool relay;        // copy into a private pipe, then move its pages (see Relay)
+};
+
+// A pipe private to one stream. A reader holds its pipe's lock while it copies out, and a
+// write() into that pipe copies under the same lock, so the two copies take turns.
+// Copying into the relay instead, then moving its pages into the destination (splice,
+// no copy), lets the reader's copy run while the next bytes are copied in. The pages are
+// fresh kernel pages that nobody writes again, as after a write(): safe for any reader,
+// including one that splices onward.
+class Relay {
+public:
+    Relay() = default;
+    Relay(const Relay&) = delete;
+    Relay& operator=(const Relay&) = delete;
+    ~Relay();
+
+    // Makes the pipe. Called on the caller's thread at submission, so that the engine
+    // takes descriptor numbers only inside the caller's own calls. False if it cannot.
+    bool open();
+    bool is_open() const { return read_end_ >= 0; }
+
+    // Grows it to the destination's capacity; false if it is not open.
+    bool ready(size_t wanted);
+
+    // Copies data into the relay, at most a relay-full (or a chunk) at a time, and moves
+    // each fill into fd. *written counts what reached fd; on failure the rest is dropped
+    // from the relay. EINVAL or ENOSYS: fd refused splice, the caller may write() the rest.
+    int send(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);
+
+private:
+    void discard();  // reads out what a failed move left in it
+
+    int read_end_ = -1;
+    int write_end_ = -1;
+    size_t capacity_ = 0;
 };
 
 // Duplicates `fd` (close-on-exec) so that queued bytes keep going to the file the caller
@@ -37,10 +73,10 @@ void release_descriptor(int fd);
 // poll() when a non-blocking fd returns EAGAIN. `*written` counts the bytes that made it.
 int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);
 
-// Writes one queued item: grows the pipe if asked, then write_all, or vmsplice when asked
-// and fd is a pipe.
+// Writes one queued item: grows the pipe if asked, then write_all, or through vmsplice or
+// the relay when asked and fd is a pipe.
 int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& options,
-               size_t* written);
+               Relay* relay, size_t* written);
 
 // Blocks SIGPIPE in the calling thread so that a dead reader yields EPIPE, never a signal.
 void block_sigpipe();

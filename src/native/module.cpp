@@ -105,8 +105,9 @@ bool to_size(PyObject* object, size_t* size) {
 uintptr_t key_of(PyObject* key) { return reinterpret_cast<uintptr_t>(key); }
 
 PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "submit(data, fd, key, chunk, pipe_size, vmsplice)");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "submit(data, fd, key, chunk, pipe_size, vmsplice, relay)");
         return nullptr;
     }
     int fd;
@@ -116,8 +117,10 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     int vmsplice = PyObject_IsTrue(args[5]);
-    if (vmsplice < 0) return nullptr;
+    int relay = vmsplice < 0 ? -1 : PyObject_IsTrue(args[6]);
+    if (relay < 0) return nullptr;
     options.vmsplice = vmsplice != 0;
+    options.relay = relay != 0;
 
     auto* owner = new Export{};
     if (PyObject_GetBuffer(args[0], &owner->view, PyBUF_STRIDES) < 0) {
@@ -204,7 +207,7 @@ PyObject* busy(PyObject*, PyObject* key) {
 PyMethodDef methods[] = {
     {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(submit)),
      METH_FASTCALL,
-     "submit(data, fd, key, chunk, pipe_size, vmsplice)\n--\n\n"
+     "submit(data, fd, key, chunk, pipe_size, vmsplice, relay)\n--\n\n"
      "Queue data for fd, waiting while key is busy or the queue is full."},
     {"wait_key", wait_key, METH_O, "wait_key(key)\n--\n\nWait until key's write is done."},
     {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until fd's queue is written."},

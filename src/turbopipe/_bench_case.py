@@ -106,6 +106,7 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
             for buffer in buffers:
                 turbopipe.sync(buffer.mglo if mglo else buffer)
 
+    ffmpeg_started = _process_cpu(ffmpeg.pid)  # its start-up is not piping
     started, cpu_started = time.perf_counter(), time.process_time()
     for frame in range(frames):
         send(buffers[frame % nbuffers])
@@ -120,8 +121,21 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
         "fps": frames / elapsed,
         "gbps": gigabytes / elapsed,
         "cpu_per_gb": cpu / gigabytes,
+        "ffmpeg_cpu_per_gb": (_children_cpu() - ffmpeg_started) / gigabytes,  # the only child
         "call_us": statistics.median(call_times) / 1000 if call_times else None,
     }
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds a live process has used so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_writer(case: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +153,7 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
     output = os.path.join(folder.name, "out.mp4")
     encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = _children_cpu()
     started, cpu_started = time.perf_counter(), time.process_time()
     if method == "plain":
         ffmpeg = subprocess.Popen(
@@ -165,8 +179,7 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
                 video.write(scene.fbo)
         returncode = 0
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ffmpeg_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    ffmpeg_cpu = _children_cpu() - children
     folder.cleanup()
     return {
         **case,

@@ -3,7 +3,14 @@
 from typing_extensions import Buffer
 
 def submit(
-    data: Buffer, fd: int, key: object, chunk: int, pipe_size: int, vmsplice: bool, /
+    data: Buffer,
+    fd: int,
+    key: object,
+    chunk: int,
+    pipe_size: int,
+    vmsplice: bool,
+    relay: bool,
+    /,
 ) -> None:
     """Queue data for fd, waiting while key is busy or the queue is full."""
 

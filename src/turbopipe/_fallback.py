@@ -5,11 +5,13 @@ one queue and one daemon thread per stream, the items written with ``os.write`` 
 from a memoryview of the caller's buffer, the export released by the next call that
 finishes on a caller's thread. It is used when the extension is missing or
 ``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: ``vmsplice`` is accepted and
-ignored.
+ignored. The relay needs ``os.splice`` (Python 3.10 on Linux); without it, items are
+written directly.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import fcntl
@@ -17,6 +19,7 @@ import os
 import select
 import signal
 import stat
+import termios
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +32,7 @@ _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 class _Item:
-    __slots__ = ("chunk", "descriptor", "file", "key", "pipe_size", "view")
+    __slots__ = ("chunk", "descriptor", "file", "key", "pipe_size", "relay", "view")
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class _Item:
         key: object,
         chunk: int,
         pipe_size: int,
+        relay: bool,
     ) -> None:
         self.view = view
         self.descriptor = descriptor
@@ -46,6 +50,7 @@ class _Item:
         self.key = key
         self.chunk = chunk
         self.pipe_size = pipe_size
+        self.relay = relay
 
 
 class _Failure:
@@ -76,6 +81,7 @@ class _Stream:
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
+        self.relay = _Relay()  # opened by submit, used by the worker while it writes an item
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
             target=_run, args=(self,), name=f"turbopipe-fd{fd}", daemon=True
@@ -110,14 +116,16 @@ def _to_fd(fd: Any) -> int:
     return fd
 
 
-def _capture_descriptor(fd: int) -> tuple[int, tuple[int, int]]:
-    """A close-on-exec duplicate of fd and which file it names (see fdio.hpp)."""
+def _capture_descriptor(fd: int) -> tuple[int, tuple[int, int], bool]:
+    """A close-on-exec duplicate of fd, which file it names and whether that is a pipe
+    (see fdio.hpp)."""
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         info = os.fstat(fd)
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0), (info.st_dev, info.st_ino)
+        duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        return duplicate, (info.st_dev, info.st_ino), stat.S_ISFIFO(info.st_mode)
     except OSError as error:
         code = error.errno or errno.EBADF
         raise _os_error(code, f"fd {fd} is not open for writing") from None
@@ -175,7 +183,9 @@ def _wait(ready: Callable[[], bool]) -> None:
         _progress.wait()
 
 
-def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice: bool) -> None:
+def submit(
+    data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice: bool, relay: bool
+) -> None:
     fd = _to_fd(fd)
     view = memoryview(data)
     if not view.c_contiguous:
@@ -186,11 +196,11 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
         view.release()
         view = flat
     try:
-        descriptor, file = _capture_descriptor(fd)
+        descriptor, file, is_pipe = _capture_descriptor(fd)
     except OSError:
         view.release()
         raise
-    item = _Item(view, descriptor, file, key, chunk, pipe_size)
+    item = _Item(view, descriptor, file, key, chunk, pipe_size, relay)
     queued = False
     failure = None
     try:
@@ -220,6 +230,8 @@ def submit(data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice
                         raise _os_error(errno.EAGAIN, f"fd {fd}: no writer thread") from None
                     _streams[file] = stream
                 stream.fd = fd
+                if relay and is_pipe:
+                    stream.relay.open()
                 stream.queue.append(item)
                 _active_keys.add(id(key))
                 stream.wake.notify()
@@ -282,6 +294,7 @@ def _run(stream: _Stream) -> None:
     with _lock:
         while _write_next(stream):
             pass
+    stream.relay.close()
 
 
 def _write_next(stream: _Stream) -> bool:
@@ -297,7 +310,7 @@ def _write_next(stream: _Stream) -> bool:
 
     _lock.release()
     try:
-        written, error = _write_item(item)
+        written, error = _write_item(item, stream.relay)
         _close(item.descriptor)
     finally:
         _lock.acquire()
@@ -329,21 +342,88 @@ def _close(descriptor: int) -> None:
         os.close(descriptor)
 
 
-def _write_item(item: _Item) -> tuple[int, int]:
+class _Relay:
+    """A pipe private to one stream (see fdio.hpp's Relay for why)."""
+
+    def __init__(self) -> None:
+        self.ends: tuple[int, int] | None = None
+        self.capacity = 0
+
+    def open(self) -> None:
+        """Make the pipe, on the caller's thread (see fdio.hpp); needs os.splice."""
+        if self.ends is None and hasattr(os, "splice"):
+            with contextlib.suppress(OSError):  # no relay: the items are write()n
+                self.ends = os.pipe()  # close-on-exec
+
+    def close(self) -> None:
+        if self.ends is not None:
+            _close(self.ends[0])
+            _close(self.ends[1])
+            self.ends = None
+
+    def ready(self, wanted: int) -> bool:
+        """Grow it to the destination's capacity; False if it is not open."""
+        if self.ends is not None and self.capacity < wanted:
+            _grow_pipe(self.ends[1], wanted)
+            self.capacity = fcntl.fcntl(self.ends[1], _F_GETPIPE_SZ)
+        return self.ends is not None and self.capacity > 0
+
+    def send(self, fd: int, view: memoryview, step: int) -> tuple[int, OSError | None]:
+        """Copy view into the relay, a fill at a time, moving each fill into fd; return
+        the bytes that reached fd and the error that stopped it, if any."""
+        assert self.ends is not None
+        read_end, write_end = self.ends
+        written = 0
+        try:
+            while written < view.nbytes:
+                # The relay is empty here, so it takes the whole fill in one write().
+                filled = os.write(write_end, view[written : written + step])
+                while filled:
+                    try:
+                        moved = os.splice(read_end, fd, filled, flags=os.SPLICE_F_MOVE)
+                    except BlockingIOError:
+                        _wait_writable(fd)
+                        continue
+                    filled -= moved
+                    written += moved
+        except OSError as error:
+            self._discard()
+            return written, error
+        return written, None
+
+    def _discard(self) -> None:
+        """Read out what a failed move left in it."""
+        assert self.ends is not None
+        unread = array.array("i", [0])
+        with contextlib.suppress(OSError):
+            while fcntl.ioctl(self.ends[0], termios.FIONREAD, unread) == 0 and unread[0]:
+                os.read(self.ends[0], min(unread[0], 1 << 16))
+
+
+def _wait_writable(fd: int) -> None:
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.poll()
+
+
+def _write_item(item: _Item, relay: _Relay) -> tuple[int, int]:
     """Write item.view to its descriptor; returns (bytes written, errno or 0)."""
     fd, view = item.descriptor, item.view
+    limit = item.chunk or 1 << 30
     written = 0
     try:
-        if item.pipe_size and stat.S_ISFIFO(os.fstat(fd).st_mode):
-            _grow_pipe(fd, item.pipe_size)
-        limit = item.chunk or 1 << 30
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            if item.pipe_size:
+                _grow_pipe(fd, item.pipe_size)
+            if item.relay and relay.ready(fcntl.fcntl(fd, _F_GETPIPE_SZ)):
+                written, error = relay.send(fd, view, min(limit, relay.capacity))
+                if error is not None and error.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise error  # else splice was refused: write() the rest
         while written < view.nbytes:
             try:
                 written += os.write(fd, view[written : written + limit])
             except BlockingIOError:
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-                poller.poll()
+                _wait_writable(fd)
     except OSError as error:
         if error.errno == errno.EPIPE:
             while signal.SIGPIPE in signal.sigpending():  # blocked here: take it off
