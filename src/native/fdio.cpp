@@ -88,8 +88,8 @@ void wait_drained(int fd) {
 // Splices all but the last pipe-capacity bytes and write()s those: when that write
 // returns the pipe has held nothing but them, so the reader has consumed every spliced
 // page and the caller may reuse the memory. Memory the kernel cannot pin is write()n.
-int vmsplice_item(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written) {
-    int capacity = fcntl(fd, F_GETPIPE_SZ);
+int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t chunk,
+                  size_t* written) {
     size_t head = 0;
     if (capacity > 0 && size > size_t(capacity)) {
         int error = vmsplice_all(fd, data, size - size_t(capacity), &head);
@@ -232,7 +232,7 @@ int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& opt
         if (options.pipe_size) grow_pipe(fd, options.pipe_size);
         int capacity = fcntl(fd, F_GETPIPE_SZ);
         if (options.vmsplice) {
-            error = vmsplice_item(fd, data, size, options.chunk, written);
+            error = vmsplice_item(fd, data, size, capacity, options.chunk, written);
         } else if (options.relay && capacity > 0 && relay->ready(size_t(capacity))) {
             error = relay->send(fd, data, size, options.chunk, written);
         }
