@@ -71,7 +71,7 @@ ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
 
 # Measured into FFmpeg on 2 cores: a 1 MiB pipe doubles throughput over the default 64 KiB;
 # 64 KiB or 256 KiB chunks cost 1.4x to 2.3x the CPU of one write() per item, for +15%
-# throughput at 720p and -12% at 1080p; the relay moves 1.25x to 1.7x what write() does.
+# throughput at 720p and -12% at 1080p; the relay moves 1.25x to 1.8x what write() does.
 _CHUNK = _env_size("TURBOPIPE_CHUNK", 0)
 _PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 20)
 _VMSPLICE = _env_flag("TURBOPIPE_VMSPLICE", False)
