@@ -6,6 +6,7 @@ import fcntl
 import gc
 import mmap
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -327,6 +328,66 @@ def test_a_reader_that_splices_onward(engine: str, vmsplice: bool) -> None:
         assert arrived != md5(piped)
     else:
         assert arrived == md5(piped)
+
+
+@pytest.mark.parametrize("vmsplice", [False, True])
+def test_a_packet_mode_pipe_keeps_its_packets(vmsplice: bool) -> None:
+    """An O_DIRECT pipe makes a packet of each write() (at most PIPE_BUF bytes), and a
+    read() returns one packet: spliced pages would not be packets."""
+    read_fd, write_fd = os.pipe2(os.O_DIRECT)
+    reads: list[int] = []
+
+    def read_all() -> None:
+        while chunk := os.read(read_fd, MiB):
+            reads.append(len(chunk))
+
+    reader = in_thread(read_all)
+    turbopipe.pipe(os.urandom(256 * 1024), write_fd, vmsplice=vmsplice)
+    turbopipe.sync()
+    os.close(write_fd)
+    reader.join(timeout=60)
+    os.close(read_fd)
+    assert sum(reads) == 256 * 1024
+    assert max(reads) <= select.PIPE_BUF
+
+
+def test_small_items_fill_a_pipe_as_write_would() -> None:
+    """A 64 KiB pipe nobody reads yet holds 60 items of 1000 bytes: sync() returns."""
+    result = run_with_engine(
+        """
+        import os
+        read_fd, write_fd = os.pipe()
+        items = [bytes([i]) * 1000 for i in range(60)]
+        for item in items:
+            turbopipe.pipe(item, write_fd, pipe_size=0)
+        turbopipe.sync()
+        os.close(write_fd)
+        assert os.read(read_fd, 1 << 20) == b"".join(items)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_descriptors_left_for_the_relay_means_write() -> None:
+    """The relay cannot be made (EMFILE): the item is written directly, whole."""
+    result = run_with_engine(
+        """
+        import os, resource
+        read_fd, write_fd = os.pipe()
+        item = os.urandom(256 * 1024)
+        lowest = os.dup(0)
+        os.close(lowest)
+        limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # Room for the engine's duplicate of write_fd, not for the relay's two ends.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest + 1, limits[1]))
+        turbopipe.pipe(item, write_fd)
+        turbopipe.sync()
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        os.close(write_fd)
+        assert os.read(read_fd, 1 << 20) == item
+        """
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_caller_closing_its_descriptor_does_not_cut_queued_writes() -> None:

@@ -54,9 +54,12 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         stream = std::move(created);
     }
     stream->fd = fd;
-    // Not open yet means no item of this stream can be using it. Failing to open leaves
-    // the items to write().
-    if (item.options.relay && item.file.pipe && !stream->relay.is_open()) stream->relay.open();
+    // The worker uses the relay only if it saw it open, under this lock. Failing to open
+    // leaves the items to write().
+    if (item.options.relay && !item.options.vmsplice && item.file.pipe &&
+        !stream->relay.is_open()) {
+        stream->relay.open();
+    }
     stream->queue.push_back(item);
     active_keys_.insert(item.key);
     // Notified under the lock: once it is released the stream may go idle and be stopped.
@@ -157,11 +160,12 @@ void Engine::run(Stream* stream) {
         Item item = stream->queue.front();
         stream->queue.pop_front();
         stream->writing = true;
+        Relay* relay = stream->relay.is_open() ? &stream->relay : nullptr;
 
         lock.unlock();
         size_t written = 0;
-        int error = write_item(item.descriptor, item.data, item.size, item.options,
-                               &stream->relay, &written);
+        int error =
+            write_item(item.descriptor, item.data, item.size, item.options, relay, &written);
         release_descriptor(item.descriptor);
         lock.lock();
 

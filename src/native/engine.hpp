@@ -100,7 +100,7 @@ private:
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
-        Relay relay;  // opened by submit, used by the worker only while it writes an item
+        Relay relay;  // opened by submit; the worker uses it if it saw it open
 
         bool idle() const { return queue.empty() && !writing; }
     };

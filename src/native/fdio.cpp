@@ -22,6 +22,10 @@ constexpr size_t kMaxSyscallBytes = size_t(1) << 30;
 // write_item's "no splicing path took the item" (errno values are positive).
 constexpr int kNotSpliced = -1;
 
+// Smaller items go through write(): the relay gains nothing there, and each fill takes
+// whole pipe pages, where successive write()s share a page.
+constexpr size_t kRelayMinimum = 64 * 1024;
+
 int wait_writable(int fd) {
     pollfd entry{fd, POLLOUT, 0};
     while (poll(&entry, 1, -1) < 0) {
@@ -131,8 +135,10 @@ bool Relay::open() {
 }
 
 bool Relay::ready(size_t wanted) {
+    if (!is_open() || broken_) return false;
 #ifdef __linux__
-    if (is_open() && capacity_ < wanted) {
+    if (wanted > wanted_) {
+        wanted_ = wanted;
         grow_pipe(write_end_, wanted);
         int size = fcntl(write_end_, F_GETPIPE_SZ);
         capacity_ = size > 0 ? size_t(size) : 0;
@@ -140,13 +146,15 @@ bool Relay::ready(size_t wanted) {
 #else
     (void)wanted;
 #endif
-    return is_open() && capacity_ > 0;
+    return capacity_ > 0;
 }
 
 int Relay::send(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written) {
     *written = 0;
 #ifdef __linux__
-    size_t step = chunk ? std::min(chunk, capacity_) : capacity_;
+    // Whole pages: a fill's last page is never shared with the next fill.
+    size_t page = size_t(sysconf(_SC_PAGESIZE));
+    size_t step = chunk ? std::min((chunk + page - 1) / page * page, capacity_) : capacity_;
     while (*written < size) {
         // The relay is empty here, so it takes the whole fill in one write().
         size_t filled = 0;
@@ -181,8 +189,10 @@ void Relay::discard() {
     int unread = 0;
     while (ioctl(read_end_, FIONREAD, &unread) == 0 && unread > 0) {
         ssize_t n = read(read_end_, scratch, std::min(sizeof scratch, size_t(unread)));
-        if (n < 0 && errno != EINTR) return;
+        if (n < 0 && errno != EINTR) break;
     }
+    // Stale bytes would go out ahead of the next item's.
+    if (ioctl(read_end_, FIONREAD, &unread) != 0 || unread > 0) broken_ = true;
 #endif
 }
 
@@ -231,9 +241,13 @@ int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& opt
     if (fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode)) {
         if (options.pipe_size) grow_pipe(fd, options.pipe_size);
         int capacity = fcntl(fd, F_GETPIPE_SZ);
-        if (options.vmsplice) {
+        // A packet-mode pipe (O_DIRECT) makes a packet of each write(); spliced pages would
+        // not be one.
+        bool spliceable = !(fcntl(fd, F_GETFL) & O_DIRECT);
+        if (spliceable && options.vmsplice) {
             error = vmsplice_item(fd, data, size, capacity, options.chunk, written);
-        } else if (options.relay && capacity > 0 && relay->ready(size_t(capacity))) {
+        } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
+                   capacity > 0 && relay->ready(size_t(capacity))) {
             error = relay->send(fd, data, size, options.chunk, written);
         }
     }
@@ -242,7 +256,7 @@ int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& opt
     (void)relay;
 #endif
     // write() what is left: not a pipe, no splicing asked, or splicing refused.
-    if (error == kNotSpliced || error == EINVAL || error == ENOSYS) {
+    if (error == kNotSpliced || error == EINVAL || error == ENOSYS || error == EPERM) {
         size_t rest = 0;
         error = write_all(fd, data + *written, size - *written, options.chunk, &rest);
         *written += rest;

@@ -45,12 +45,15 @@ public:
     bool open();
     bool is_open() const { return read_end_ >= 0; }
 
-    // Grows it to the destination's capacity; false if it is not open.
+    // The members below are for the writer thread only, once it has seen is_open().
+
+    // Grows it to the destination's capacity; false if it cannot serve.
     bool ready(size_t wanted);
 
-    // Copies data into the relay, at most a relay-full (or a chunk) at a time, and moves
-    // each fill into fd. *written counts what reached fd; on failure the rest is dropped
-    // from the relay. EINVAL or ENOSYS: fd refused splice, the caller may write() the rest.
+    // Copies data into the relay, at most a relay-full (or a chunk, in whole pages) at a
+    // time, and moves each fill into fd. *written counts what reached fd; on failure the
+    // rest is dropped from the relay. EINVAL, ENOSYS or EPERM: fd refused splice, the
+    // caller may write() the rest.
     int send(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);
 
 private:
@@ -59,6 +62,8 @@ private:
     int read_end_ = -1;
     int write_end_ = -1;
     size_t capacity_ = 0;
+    size_t wanted_ = 0;    // the largest capacity asked for: grow only when it rises
+    bool broken_ = false;  // discard() could not empty it: never use it again
 };
 
 // Duplicates `fd` (close-on-exec) so that queued bytes keep going to the file the caller
@@ -74,7 +79,7 @@ void release_descriptor(int fd);
 int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);
 
 // Writes one queued item: grows the pipe if asked, then write_all, or through vmsplice or
-// the relay when asked and fd is a pipe.
+// the relay (if not null) when asked and fd is a pipe.
 int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& options,
                Relay* relay, size_t* written);
 

@@ -29,6 +29,9 @@ QUEUE_LIMIT = 16
 _INT_MAX = 0x7FFFFFFF
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_PAGE = os.sysconf("SC_PAGESIZE")
+_RELAY_MINIMUM = 64 * 1024  # smaller items are write()n (see fdio.cpp)
+_SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EPERM)
 
 
 class _Item:
@@ -81,7 +84,7 @@ class _Stream:
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
-        self.relay = _Relay()  # opened by submit, used by the worker while it writes an item
+        self.relay = _Relay()  # opened by submit; the worker uses it if it saw it open
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
             target=_run, args=(self,), name=f"turbopipe-fd{fd}", daemon=True
@@ -200,7 +203,8 @@ def submit(
     except OSError:
         view.release()
         raise
-    item = _Item(view, descriptor, file, key, chunk, pipe_size, relay)
+    # vmsplice=True items are write()n: they never take the relay, as in the native engine.
+    item = _Item(view, descriptor, file, key, chunk, pipe_size, relay and not vmsplice)
     queued = False
     failure = None
     try:
@@ -230,7 +234,7 @@ def submit(
                         raise _os_error(errno.EAGAIN, f"fd {fd}: no writer thread") from None
                     _streams[file] = stream
                 stream.fd = fd
-                if relay and is_pipe:
+                if item.relay and is_pipe:
                     stream.relay.open()
                 stream.queue.append(item)
                 _active_keys.add(id(key))
@@ -307,10 +311,11 @@ def _write_next(stream: _Stream) -> bool:
         return False
     item = stream.queue.popleft()
     stream.writing = True
+    relay = stream.relay if stream.relay.is_open() else None
 
     _lock.release()
     try:
-        written, error = _write_item(item, stream.relay)
+        written, error = _write_item(item, relay)
         _close(item.descriptor)
     finally:
         _lock.acquire()
@@ -347,13 +352,19 @@ class _Relay:
 
     def __init__(self) -> None:
         self.ends: tuple[int, int] | None = None
+        # For the writer thread only, once it has seen the relay open:
         self.capacity = 0
+        self.wanted = 0  # the largest capacity asked for: grow only when it rises
+        self.broken = False  # _discard() could not empty it: never use it again
 
     def open(self) -> None:
         """Make the pipe, on the caller's thread (see fdio.hpp); needs os.splice."""
         if self.ends is None and hasattr(os, "splice"):
             with contextlib.suppress(OSError):  # no relay: the items are write()n
                 self.ends = os.pipe()  # close-on-exec
+
+    def is_open(self) -> bool:
+        return self.ends is not None
 
     def close(self) -> None:
         if self.ends is not None:
@@ -362,17 +373,22 @@ class _Relay:
             self.ends = None
 
     def ready(self, wanted: int) -> bool:
-        """Grow it to the destination's capacity; False if it is not open."""
-        if self.ends is not None and self.capacity < wanted:
+        """Grow it to the destination's capacity; False if it cannot serve."""
+        if self.ends is None or self.broken:
+            return False
+        if wanted > self.wanted:
+            self.wanted = wanted
             _grow_pipe(self.ends[1], wanted)
             self.capacity = fcntl.fcntl(self.ends[1], _F_GETPIPE_SZ)
-        return self.ends is not None and self.capacity > 0
+        return self.capacity > 0
 
-    def send(self, fd: int, view: memoryview, step: int) -> tuple[int, OSError | None]:
-        """Copy view into the relay, a fill at a time, moving each fill into fd; return
-        the bytes that reached fd and the error that stopped it, if any."""
+    def send(self, fd: int, view: memoryview, chunk: int) -> tuple[int, OSError | None]:
+        """Copy view into the relay, a relay-full (or a chunk, in whole pages) at a time,
+        moving each fill into fd; return the bytes that reached fd and the error that
+        stopped it, if any."""
         assert self.ends is not None
         read_end, write_end = self.ends
+        step = min(-(-chunk // _PAGE) * _PAGE, self.capacity) if chunk else self.capacity
         written = 0
         try:
             while written < view.nbytes:
@@ -398,6 +414,11 @@ class _Relay:
         with contextlib.suppress(OSError):
             while fcntl.ioctl(self.ends[0], termios.FIONREAD, unread) == 0 and unread[0]:
                 os.read(self.ends[0], min(unread[0], 1 << 16))
+        try:
+            fcntl.ioctl(self.ends[0], termios.FIONREAD, unread)
+            self.broken = unread[0] > 0  # stale bytes would go out ahead of the next item's
+        except OSError:
+            self.broken = True
 
 
 def _wait_writable(fd: int) -> None:
@@ -406,7 +427,7 @@ def _wait_writable(fd: int) -> None:
     poller.poll()
 
 
-def _write_item(item: _Item, relay: _Relay) -> tuple[int, int]:
+def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
     """Write item.view to its descriptor; returns (bytes written, errno or 0)."""
     fd, view = item.descriptor, item.view
     limit = item.chunk or 1 << 30
@@ -415,10 +436,17 @@ def _write_item(item: _Item, relay: _Relay) -> tuple[int, int]:
         if stat.S_ISFIFO(os.fstat(fd).st_mode):
             if item.pipe_size:
                 _grow_pipe(fd, item.pipe_size)
-            if item.relay and relay.ready(fcntl.fcntl(fd, _F_GETPIPE_SZ)):
-                written, error = relay.send(fd, view, min(limit, relay.capacity))
-                if error is not None and error.errno not in (errno.EINVAL, errno.ENOSYS):
-                    raise error  # else splice was refused: write() the rest
+            # A packet-mode pipe (O_DIRECT) makes a packet of each write(); see fdio.cpp.
+            if (
+                item.relay
+                and relay is not None
+                and view.nbytes >= _RELAY_MINIMUM
+                and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+                and relay.ready(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+            ):
+                written, error = relay.send(fd, view, item.chunk)
+                if error is not None and error.errno not in _SPLICE_REFUSED:
+                    raise error  # else write() the rest
         while written < view.nbytes:
             try:
                 written += os.write(fd, view[written : written + limit])
