@@ -279,6 +279,49 @@ def test_pipe_is_grown(make_pipe: type[Pipe], size: int) -> None:
     pipe.finish()
 
 
+def test_pipe_is_grown_when_a_later_item_asks(make_pipe: type[Pipe]) -> None:
+    # The writer learns a pipe's size once; a larger pipe_size later must still apply.
+    pipe = make_pipe()
+    before = fcntl.fcntl(pipe.fd, F_GETPIPE_SZ)
+    turbopipe.pipe(b"x", pipe.fd, pipe_size=0)
+    turbopipe.sync()
+    assert fcntl.fcntl(pipe.fd, F_GETPIPE_SZ) == before
+    turbopipe.pipe(b"y", pipe.fd, pipe_size=MiB)
+    turbopipe.sync()
+    assert fcntl.fcntl(pipe.fd, F_GETPIPE_SZ) > before
+    pipe.finish()
+
+
+def test_vmsplice_when_the_pipe_grew_behind_the_engines_back() -> None:
+    """The engine learned the pipe's size on the first item; then somebody grows it. The
+    last pipe-capacity bytes of an item no longer prove that the reader took the spliced
+    pages, so sync() must wait until the pipe is empty before the memory is changed."""
+    read_fd, write_fd = os.pipe()
+    received = []
+
+    def read_slowly() -> None:
+        while chunk := os.read(read_fd, 64 * 1024):
+            received.append(chunk)
+            time.sleep(0.001)
+
+    reader = in_thread(read_slowly)
+    first = np.full(MiB, 1, np.uint8)
+    turbopipe.pipe(first, write_fd, pipe_size=0, vmsplice=True)
+    turbopipe.sync(first)
+    try:
+        fcntl.fcntl(write_fd, F_SETPIPE_SZ, MiB)
+    except PermissionError:
+        pytest.skip("needs a 1 MiB pipe (/proc/sys/fs/pipe-max-size)")
+    frame = np.full(4 * MiB, 2, np.uint8)
+    turbopipe.pipe(frame, write_fd, pipe_size=0, vmsplice=True)
+    turbopipe.sync(frame)
+    frame[:] = 0  # the memory is ours again
+    os.close(write_fd)
+    reader.join(timeout=60)
+    os.close(read_fd)
+    assert b"".join(received) == first.tobytes() + np.full(4 * MiB, 2, np.uint8).tobytes()
+
+
 def test_vmsplice_never_lets_the_reader_see_later_changes() -> None:
     read_fd, write_fd = os.pipe()
     reader = Reader(read_fd)

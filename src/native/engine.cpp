@@ -164,8 +164,8 @@ void Engine::run(Stream* stream) {
 
         lock.unlock();
         size_t written = 0;
-        int error =
-            write_item(item.descriptor, item.data, item.size, item.options, relay, &written);
+        int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
+                               &stream->pipe, relay, &written);
         release_descriptor(item.descriptor);
         lock.lock();
 

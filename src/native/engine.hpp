@@ -100,7 +100,8 @@ private:
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
-        Relay relay;  // opened by submit; the worker uses it if it saw it open
+        PipeState pipe;  // the worker's only
+        Relay relay;     // opened by submit; the worker uses it if it saw it open
 
         bool idle() const { return queue.empty() && !writing; }
     };

@@ -89,11 +89,22 @@ void wait_drained(int fd) {
     }
 }
 
+// The pipe's size, grown first if pipe_size asks for more than before.
+int pipe_capacity(int fd, size_t pipe_size, PipeState* pipe) {
+    if (pipe->capacity < 0 || pipe_size > pipe->grown_for) {
+        if (pipe_size > pipe->grown_for) grow_pipe(fd, pipe_size);
+        pipe->grown_for = std::max(pipe->grown_for, pipe_size);
+        pipe->capacity = std::max(fcntl(fd, F_GETPIPE_SZ), 0);
+    }
+    return pipe->capacity;
+}
+
 // Splices all but the last pipe-capacity bytes and write()s those: when that write
 // returns the pipe has held nothing but them, so the reader has consumed every spliced
 // page and the caller may reuse the memory. Memory the kernel cannot pin is write()n.
-int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t chunk,
+int vmsplice_item(int fd, const uint8_t* data, size_t size, PipeState* pipe, size_t chunk,
                   size_t* written) {
+    int capacity = pipe->capacity;
     size_t head = 0;
     if (capacity > 0 && size > size_t(capacity)) {
         int error = vmsplice_all(fd, data, size - size_t(capacity), &head);
@@ -106,9 +117,13 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
     size_t tail = 0;
     int error = write_all(fd, data + head, size - head, chunk, &tail);
     *written = head + tail;
-    // Grown meanwhile (by the reader, or a stream on another dup of it): the tail no longer
-    // proves the spliced pages were consumed, but an empty pipe does.
-    if (head && !error && fcntl(fd, F_GETPIPE_SZ) > capacity) wait_drained(fd);
+    // Grown meanwhile (by the reader, say): the tail no longer proves the spliced pages
+    // were consumed, but an empty pipe does.
+    if (head && !error) {
+        int now = fcntl(fd, F_GETPIPE_SZ);
+        if (now > capacity) wait_drained(fd);
+        if (now > 0) pipe->capacity = now;
+    }
     return error;
 }
 
@@ -206,6 +221,9 @@ int capture_descriptor(int fd, int* duplicate, FileId* file) {
     if (copy < 0) return errno;
     *duplicate = copy;
     *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+#ifdef O_DIRECT
+    file->packet = (flags & O_DIRECT) != 0;
+#endif
     return 0;
 }
 
@@ -232,28 +250,24 @@ int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* wr
     return 0;
 }
 
-int write_item(int fd, const uint8_t* data, size_t size, const WriteOptions& options,
-               Relay* relay, size_t* written) {
+int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
+               const WriteOptions& options, PipeState* pipe, Relay* relay, size_t* written) {
     *written = 0;
     int error = kNotSpliced;
 #ifdef __linux__
-    struct stat info;
-    if (fstat(fd, &info) == 0 && S_ISFIFO(info.st_mode)) {
-        if (options.pipe_size) grow_pipe(fd, options.pipe_size);
-        int capacity = fcntl(fd, F_GETPIPE_SZ);
-        // A packet-mode pipe (O_DIRECT) makes a packet of each write(); spliced pages would
-        // not be one.
-        bool spliceable = !(fcntl(fd, F_GETFL) & O_DIRECT);
+    if (file.pipe) {
+        int capacity = pipe_capacity(fd, options.pipe_size, pipe);
+        // A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
+        bool spliceable = !file.packet;
         if (spliceable && options.vmsplice) {
-            error = vmsplice_item(fd, data, size, capacity, options.chunk, written);
+            error = vmsplice_item(fd, data, size, pipe, options.chunk, written);
         } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
                    capacity > 0 && relay->ready(size_t(capacity))) {
             error = relay->send(fd, data, size, options.chunk, written);
         }
     }
 #else
-    (void)options;
-    (void)relay;
+    (void)file, (void)options, (void)pipe, (void)relay;
 #endif
     // write() what is left: not a pipe, no splicing asked, or splicing refused.
     if (error == kNotSpliced || error == EINVAL || error == ENOSYS || error == EPERM) {

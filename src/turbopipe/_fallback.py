@@ -34,26 +34,46 @@ _RELAY_MINIMUM = 64 * 1024  # smaller items are write()n (see fdio.cpp)
 _SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EPERM)
 
 
+class _Target:
+    """What capture_descriptor learns of fd (see fdio.hpp's FileId)."""
+
+    __slots__ = ("descriptor", "file", "packet", "pipe")
+
+    def __init__(self, descriptor: int, file: tuple[int, int], pipe: bool, packet: bool) -> None:
+        self.descriptor = descriptor  # a close-on-exec duplicate of fd
+        self.file = file  # which file: (st_dev, st_ino)
+        self.pipe = pipe  # a pipe or FIFO
+        self.packet = packet  # opened O_DIRECT: on a pipe, each write() is one packet
+
+
 class _Item:
-    __slots__ = ("chunk", "descriptor", "file", "key", "pipe_size", "relay", "view")
+    __slots__ = ("chunk", "key", "pipe_size", "relay", "target", "view")
 
     def __init__(
         self,
         view: memoryview,
-        descriptor: int,
-        file: tuple[int, int],
+        target: _Target,
         key: object,
         chunk: int,
         pipe_size: int,
         relay: bool,
     ) -> None:
         self.view = view
-        self.descriptor = descriptor
-        self.file = file
+        self.target = target
         self.key = key
         self.chunk = chunk
         self.pipe_size = pipe_size
         self.relay = relay
+
+
+class _PipeState:
+    """What a pipe's writer thread keeps between items (see fdio.hpp)."""
+
+    __slots__ = ("capacity", "grown_for")
+
+    def __init__(self) -> None:
+        self.grown_for = 0  # the largest pipe_size applied
+        self.capacity = -1  # its size in bytes since then; -1: not asked yet
 
 
 class _Failure:
@@ -84,6 +104,7 @@ class _Stream:
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
+        self.pipe = _PipeState()  # the worker's only
         self.relay = _Relay()  # opened by submit; the worker uses it if it saw it open
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
@@ -119,16 +140,16 @@ def _to_fd(fd: Any) -> int:
     return fd
 
 
-def _capture_descriptor(fd: int) -> tuple[int, tuple[int, int], bool]:
-    """A close-on-exec duplicate of fd, which file it names and whether that is a pipe
-    (see fdio.hpp)."""
+def _capture_descriptor(fd: int) -> _Target:
+    """A close-on-exec duplicate of fd, and what it names (see fdio.hpp)."""
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         info = os.fstat(fd)
         duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
-        return duplicate, (info.st_dev, info.st_ino), stat.S_ISFIFO(info.st_mode)
+        packet = bool(flags & getattr(os, "O_DIRECT", 0))
+        return _Target(duplicate, (info.st_dev, info.st_ino), stat.S_ISFIFO(info.st_mode), packet)
     except OSError as error:
         code = error.errno or errno.EBADF
         raise _os_error(code, f"fd {fd} is not open for writing") from None
@@ -199,12 +220,13 @@ def submit(
         view.release()
         view = flat
     try:
-        descriptor, file, is_pipe = _capture_descriptor(fd)
+        target = _capture_descriptor(fd)
     except OSError:
         view.release()
         raise
+    file = target.file
     # vmsplice=True items are write()n: they never take the relay, as in the native engine.
-    item = _Item(view, descriptor, file, key, chunk, pipe_size, relay and not vmsplice)
+    item = _Item(view, target, key, chunk, pipe_size, relay and not vmsplice)
     queued = False
     failure = None
     try:
@@ -234,7 +256,7 @@ def submit(
                         raise _os_error(errno.EAGAIN, f"fd {fd}: no writer thread") from None
                     _streams[file] = stream
                 stream.fd = fd
-                if item.relay and is_pipe:
+                if item.relay and target.pipe:
                     stream.relay.open()
                 stream.queue.append(item)
                 _active_keys.add(id(key))
@@ -242,7 +264,7 @@ def submit(
                 queued = True
     finally:
         if not queued:
-            _close(descriptor)
+            _close(target.descriptor)
             view.release()
     _conclude(failure)
 
@@ -315,8 +337,8 @@ def _write_next(stream: _Stream) -> bool:
 
     _lock.release()
     try:
-        written, error = _write_item(item, relay)
-        _close(item.descriptor)
+        written, error = _write_item(item, stream.pipe, relay)
+        _close(item.target.descriptor)
     finally:
         _lock.acquire()
 
@@ -334,7 +356,7 @@ def _write_next(stream: _Stream) -> bool:
         _lock.release()  # closing can block (a file on NFS): not under the lock
         try:
             for lost in dropped:
-                _close(lost.descriptor)
+                _close(lost.target.descriptor)
         finally:
             _lock.acquire()
     _progress.notify_all()
@@ -427,22 +449,23 @@ def _wait_writable(fd: int) -> None:
     poller.poll()
 
 
-def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
+def _write_item(item: _Item, pipe: _PipeState, relay: _Relay | None) -> tuple[int, int]:
     """Write item.view to its descriptor; returns (bytes written, errno or 0)."""
-    fd, view = item.descriptor, item.view
+    target, view = item.target, item.view
+    fd = target.descriptor
     limit = item.chunk or 1 << 30
     written = 0
     try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            if item.pipe_size:
-                _grow_pipe(fd, item.pipe_size)
-            # A packet-mode pipe (O_DIRECT) makes a packet of each write(); see fdio.cpp.
+        if target.pipe:
+            capacity = _pipe_capacity(fd, item.pipe_size, pipe)
+            # A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
             if (
                 item.relay
                 and relay is not None
                 and view.nbytes >= _RELAY_MINIMUM
-                and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
-                and relay.ready(fcntl.fcntl(fd, _F_GETPIPE_SZ))
+                and not target.packet
+                and capacity > 0
+                and relay.ready(capacity)
             ):
                 written, error = relay.send(fd, view, item.chunk)
                 if error is not None and error.errno not in _SPLICE_REFUSED:
@@ -460,6 +483,19 @@ def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
     except Exception:  # never let a worker die with its stream marked as writing
         return written, errno.EIO
     return written, 0
+
+
+def _pipe_capacity(fd: int, pipe_size: int, pipe: _PipeState) -> int:
+    """The pipe's size, grown first if pipe_size asks for more than before."""
+    if pipe.capacity < 0 or pipe_size > pipe.grown_for:
+        if pipe_size > pipe.grown_for:
+            _grow_pipe(fd, pipe_size)
+        pipe.grown_for = max(pipe.grown_for, pipe_size)
+        try:
+            pipe.capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+        except OSError:
+            pipe.capacity = 0
+    return pipe.capacity
 
 
 def _grow_pipe(fd: int, wanted: int) -> None:
