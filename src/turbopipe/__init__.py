@@ -80,14 +80,17 @@ _RELAY = _env_flag("TURBOPIPE_RELAY", True)
 _mappings = Mappings()
 
 
-def _key_of(data: object) -> object:
-    """The object whose writes sync(data) waits for."""
-    gl = gl_buffer(data)
-    if gl is not None:
-        return gl[0]
+def _viewed(data: object) -> object:
+    """What data views, through memoryviews of memoryviews."""
     while isinstance(data, memoryview):
         data = data.obj
     return data
+
+
+def _key_of(data: object) -> object:
+    """The object whose writes sync(data) waits for."""
+    gl = gl_buffer(data)
+    return _viewed(data) if gl is None else gl[0]
 
 
 def _fd_of(file: int) -> int:
@@ -152,11 +155,12 @@ def pipe(
     queued = None
     try:
         if gl is None:
-            _engine.submit(data, fd, _key_of(data), *options)
+            _engine.submit(data, fd, _viewed(data), *options)
         else:
             mglo, wrapper = gl
-            if _mappings.mapped(mglo):
+            if _mappings.mapped(mglo):  # piped again before sync(mglo): that write first
                 _engine.wait_key(mglo)
+                _mappings.unmap(mglo)
             _engine.submit(_mappings.map(mglo, wrapper), fd, mglo, *options)
             queued = mglo
     finally:  # a buffer whose submit failed is unmapped here too

@@ -80,8 +80,7 @@ class Mappings:
         self._binding: _BufferBinding | None = None
 
     def map(self, mglo: object, wrapper: object | None) -> memoryview:
-        """Map mglo for writing out; the caller has waited for its previous write."""
-        self.unmap(mglo)
+        """Map mglo, which is not mapped, for writing out."""
         binding = self._binding_for(wrapper)
         view = memoryview(mglo)  # type: ignore[arg-type]
         # moderngl binds the buffer to GL_ARRAY_BUFFER to map it: that is its name.
