@@ -37,6 +37,12 @@ def test_benchmark_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(r"\| 🌀 \| native \| Null \| 1 \| \d+ fps .*x \|", table)
 
 
-def test_unknown_method_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["benchmark", "--methods", "magic"]) == 2
-    assert "magic" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "option",
+    [["--methods", "magic"], ["--resolutions", "480p"], ["--encoders", "x265"], ["--buffers", "0"]],
+)
+def test_unknown_choices_are_refused(capsys: pytest.CaptureFixture[str], option: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["benchmark", *option])
+    assert exited.value.code == 2
+    assert option[1] in capsys.readouterr().err

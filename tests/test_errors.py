@@ -83,6 +83,29 @@ def test_reader_closing_mid_item_counts_written_and_dropped() -> None:
     os.close(write_fd)
 
 
+def test_the_failure_names_the_fd_of_the_failed_item() -> None:
+    read_fd, write_fd = os.pipe()
+    other_fd = os.dup(write_fd)  # the same pipe under another number
+    turbopipe.pipe(bytes(4 * MiB), write_fd, relay=False)  # fills the pipe and waits
+    turbopipe.pipe(b"behind", other_fd)
+    time.sleep(0.2)
+    os.close(read_fd)
+    with pytest.raises(BrokenPipeError, match=rf"\(fd {write_fd}: wrote \d+ of {4 * MiB} bytes"):
+        turbopipe.sync()
+    os.close(write_fd)
+    os.close(other_fd)
+
+
+def test_a_file_object_for_a_descriptor_gets_a_hint() -> None:
+    with open(os.devnull, "wb") as file, pytest.raises(TypeError, match=r"\.fileno\(\)"):
+        turbopipe.pipe(b"x", file)  # type: ignore[arg-type]
+
+
+def test_sync_of_a_descriptor_number_says_how() -> None:
+    with pytest.raises(TypeError, match=r"sync\(file=fd\)"):
+        turbopipe.sync(5)  # type: ignore[arg-type]
+
+
 def test_failure_is_raised_by_the_next_pipe_to_that_fd() -> None:
     read_fd, write_fd = os.pipe()
     os.close(read_fd)

@@ -7,12 +7,13 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import moderngl
 import pytest
 
 import turbopipe
-from conftest import Pipe, Reader, md5
+from conftest import Pipe, Reader, md5, run_with_engine
 
 GL_ARRAY_BUFFER = 0x8892
 GL_ARRAY_BUFFER_BINDING = 0x8894
@@ -88,8 +89,9 @@ def test_same_buffer_piped_again_without_sync(
     pipe = make_pipe()
     data = os.urandom(1920 * 1080 * 3)
     buffer = gl_context.buffer(data)
-    for _ in range(10):
-        turbopipe.pipe(buffer, pipe.fd)
+    with pytest.warns(RuntimeWarning, match="without sync"):
+        for _ in range(10):
+            turbopipe.pipe(buffer, pipe.fd)
     turbopipe.sync(buffer.mglo)  # a buffer and its .mglo are one object
     assert pipe.finish() == md5(*[data] * 10)
     buffer.release()
@@ -197,3 +199,56 @@ def test_a_refused_buffer_is_not_left_mapped(gl_context: moderngl.Context) -> No
     buffer.write(bytes(4096))  # GL may write it: it is not mapped
     os.close(read_fd)
     buffer.release()
+
+
+def test_another_thread_may_pipe_a_buffer_the_gl_thread_mapped(
+    gl_context: moderngl.Context, make_pipe: type[Pipe]
+) -> None:
+    """Still mapped since the GL thread piped it, so GL cannot have changed it: the other
+    thread's pipe() writes it from that same mapping, with no GL call of its own."""
+    pipe = make_pipe()
+    data = os.urandom(1 << 20)
+    buffer = gl_context.buffer(data)
+    turbopipe.pipe(buffer, pipe.fd)
+    errors: list[BaseException] = []
+
+    def encoder() -> None:
+        try:
+            with pytest.warns(RuntimeWarning, match="without sync"):
+                turbopipe.pipe(buffer, pipe.fd)
+        except BaseException as error:  # reported on the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=encoder)
+    thread.start()
+    thread.join()
+    assert not errors, errors
+    turbopipe.sync(buffer)  # on the GL thread: unmaps
+    buffer.write(data[::-1])
+    assert gl_context.error == "GL_NO_ERROR"
+    assert pipe.finish() == md5(data, data)
+    buffer.release()
+
+
+def test_a_forked_child_leaves_the_parents_mappings_alone(tmp_path: Path) -> None:
+    result = run_with_engine(
+        f"""
+        import os, moderngl
+        ctx = moderngl.create_standalone_context(backend="egl")
+        buffer = ctx.buffer(b"x" * 4096)
+        fd = os.open({str(tmp_path / "out")!r}, os.O_WRONLY | os.O_CREAT)
+        turbopipe.pipe(buffer, fd)  # mapped until its sync
+        pid = os.fork()
+        if pid == 0:  # no GL here: the child must not touch the mapping
+            turbopipe.pipe(b"child", os.open({str(tmp_path / "child")!r}, os.O_WRONLY | os.O_CREAT))
+            turbopipe.sync()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        turbopipe.sync(buffer)
+        buffer.write(b"y" * 4096)
+        print("child", status, ctx.error)
+        """
+    )
+    assert "child 0 GL_NO_ERROR" in result.stdout, result.stderr
+    assert (tmp_path / "out").read_bytes() == b"x" * 4096
+    assert (tmp_path / "child").read_bytes() == b"child"

@@ -292,6 +292,46 @@ def test_pipe_is_grown_when_a_later_item_asks(make_pipe: type[Pipe]) -> None:
     pipe.finish()
 
 
+def test_a_fifo_reopened_is_grown_again(tmp_path: Path) -> None:
+    # Closed on both sides, a FIFO starts over as a new pipe of the default size.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    for _ in range(2):
+        reader = in_thread(lambda: Path(fifo).read_bytes())
+        write_fd = os.open(fifo, os.O_WRONLY)
+        turbopipe.pipe(bytes(100_000), write_fd, pipe_size=MiB)
+        turbopipe.sync(file=write_fd)
+        assert fcntl.fcntl(write_fd, F_GETPIPE_SZ) >= min(MiB, limit)
+        os.close(write_fd)
+        reader.join(timeout=60)
+
+
+def test_vmsplice_failure_leaves_no_page_for_a_later_reader(tmp_path: Path) -> None:
+    """The reader of a FIFO dies with the caller's pages spliced in the pipe. Once the
+    failure is raised the memory is the caller's again: a later reader of the FIFO must
+    not read it through those pages."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    write_fd = os.open(fifo, os.O_WRONLY)
+    frame = bytearray(b"a" * (4 * MiB))
+    turbopipe.pipe(frame, write_fd, vmsplice=True, pipe_size=0)
+    time.sleep(0.3)  # the pipe is full, the rest of the frame waits
+    os.close(read_fd)
+    with pytest.raises(BrokenPipeError):
+        turbopipe.sync(frame)
+    frame[:] = b"b" * len(frame)
+    later_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        seen = os.read(later_fd, MiB)
+    except BlockingIOError:
+        seen = b""
+    os.close(later_fd)
+    os.close(write_fd)
+    assert b"b" not in seen
+
+
 def test_vmsplice_when_the_pipe_grew_behind_the_engines_back() -> None:
     """The engine learned the pipe's size on the first item; then somebody grows it. The
     last pipe-capacity bytes of an item no longer prove that the reader took the spliced
@@ -555,14 +595,37 @@ def test_numpy_frames_through_ffmpeg(ffmpeg_exe: str) -> None:
 
 def test_keyword_spellings_of_both_published_generations(make_pipe: type[Pipe]) -> None:
     pipe = make_pipe()
-    turbopipe.pipe(b"2.x ", file=pipe.fd)
-    turbopipe.pipe(b"1.x", fileno=pipe.fd)
+    turbopipe.pipe(data=b"2.x ", file=pipe.fd)
+    turbopipe.pipe(buffer=b"1.x", fileno=pipe.fd)
     turbopipe.sync(data=b"")
     turbopipe.sync(buffer=b"")
     turbopipe.sync()
+    turbopipe.close(pipe.fd)  # 2.0's close(file)
     assert pipe.finish() == md5(b"2.x 1.x")
     with pytest.raises(TypeError):
-        turbopipe.pipe(b"x")  # type: ignore[call-arg]
+        turbopipe.pipe(b"x")
+    with pytest.raises(TypeError):
+        turbopipe.pipe(file=pipe.fd)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False)]
+)
+def test_flag_variables_read_as_written(text: str, expected: bool) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import turbopipe; print(turbopipe._VMSPLICE)"],
+        env={**os.environ, "TURBOPIPE_VMSPLICE": text}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == str(expected), result.stderr
+
+
+def test_a_flag_variable_of_another_kind_raises() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import turbopipe"],
+        env={**os.environ, "TURBOPIPE_RELAY": "maybe"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "TURBOPIPE_RELAY must be" in result.stderr
 
 
 def test_waits_can_be_interrupted() -> None:

@@ -328,7 +328,7 @@ def test_ctrl_c_in_close_stops_ffmpeg(tmp_path: Path) -> None:
     stuck.write_text("#!/bin/sh\nexec sleep 60\n")  # an FFmpeg that never reads
     stuck.chmod(0o755)
     video = VideoWriter(tmp_path / "out.mkv", 640, 480, ffmpeg=stuck)
-    for _ in range(4):  # more than the pipe holds: close() has to wait
+    for _ in range(2):  # more than the pipe holds, less than the ring: close() has to wait
         video.write(np.zeros((480, 640, 3), np.uint8))
     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
     with pytest.raises(KeyboardInterrupt):

@@ -165,7 +165,7 @@ void Engine::run(Stream* stream) {
         lock.unlock();
         size_t written = 0;
         int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
-                               &stream->pipe, relay, &written);
+                               relay, &written);
         release_descriptor(item.descriptor);
         lock.lock();
 
@@ -174,7 +174,7 @@ void Engine::run(Stream* stream) {
         if (!error) {
             finished_.push_back(item.owner);
         } else {
-            Failure failure{stream->fd, error, written, item.size, 0, {item.key}, {item.owner}};
+            Failure failure{item.fd, error, written, item.size, 0, {item.key}, {item.owner}};
             std::deque<Item> dropped;
             dropped.swap(stream->queue);
             for (const Item& lost : dropped) {

@@ -6,9 +6,10 @@
 //   An fd number closed and reused by an open() names another file, hence another stream.
 // - A key has at most one item queued or being written; submit() waits otherwise, so an
 //   owner's memory is exported at most once.
-// - Every owner handed to submit() comes back exactly once from take_finished(): after its
-//   bytes are written, or after the failure that dropped it is reported. Until then its
-//   key stays busy(), so it cannot be freed and its address reused by another key.
+// - Every owner queued by submit() (it returned Done; otherwise the caller keeps it) comes
+//   back exactly once from take_finished(): after its bytes are written, or after the
+//   failure that dropped it is reported. Until then its key stays busy(), so it cannot be
+//   freed and its address reused by another key.
 // - A failed write drops the items queued behind it on that stream and leaves one Failure
 //   there, reported by the next submit/wait touching that stream.
 // - A worker idle for kIdleExit with nothing to report exits on its own; the next call
@@ -40,6 +41,7 @@ struct Item {
     const uint8_t* data;
     size_t size;
     int descriptor;  // from capture_descriptor; the engine closes it
+    int fd;          // the caller's number for it, for messages
     FileId file;     // what the fd named at submission
     uintptr_t key;   // identity that wait_key() waits on
     void* owner;     // the caller's handle keeping `data` alive
@@ -100,8 +102,7 @@ private:
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
-        PipeState pipe;  // the worker's only
-        Relay relay;     // opened by submit; the worker uses it if it saw it open
+        Relay relay;  // opened by submit; the worker uses it if it saw it open
 
         bool idle() const { return queue.empty() && !writing; }
     };

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <climits>
 #include <csignal>
+#include <string>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -19,12 +20,9 @@ namespace {
 // write() and vmsplice() take a signed count; Linux moves at most ~2 GiB per call anyway.
 constexpr size_t kMaxSyscallBytes = size_t(1) << 30;
 
-// write_item's "no splicing path took the item" (errno values are positive).
+// write_item's "no splicing path took the item": not a pipe, not asked, or not able
+// (errno values are positive).
 constexpr int kNotSpliced = -1;
-
-// Smaller items go through write(): the relay gains nothing there, and each fill takes
-// whole pipe pages, where successive write()s share a page.
-constexpr size_t kRelayMinimum = 64 * 1024;
 
 int wait_writable(int fd) {
     pollfd entry{fd, POLLOUT, 0};
@@ -49,13 +47,21 @@ void discard_pending_sigpipe() {
 }
 
 #ifdef __linux__
-void grow_pipe(int fd, size_t wanted) {
+// Smaller items go through write(): the relay gains nothing there, and each fill takes
+// whole pipe pages, where successive write()s share a page.
+constexpr size_t kRelayMinimum = 64 * 1024;
+
+// The pipe's size in bytes (0 if unknown), after growing it towards `wanted` if it is
+// smaller. Asked once per item: asking takes the pipe's lock, which the reader holds
+// while it copies out, and the pipe may have been replaced (a FIFO reopened) or resized.
+int pipe_capacity(int fd, size_t wanted) {
     int current = fcntl(fd, F_GETPIPE_SZ);
-    if (current < 0) return;
+    if (current < 0) return 0;
     // Unprivileged processes are capped by /proc/sys/fs/pipe-max-size; settle for less.
     for (size_t size = std::min<size_t>(wanted, INT_MAX); size > size_t(current); size /= 2) {
-        if (fcntl(fd, F_SETPIPE_SZ, int(size)) >= 0) return;
+        if (fcntl(fd, F_SETPIPE_SZ, int(size)) >= 0) return std::max(fcntl(fd, F_GETPIPE_SZ), 0);
     }
+    return current;
 }
 
 // Maps data[0, size) into the pipe: no copy here, the reader's read() copies straight
@@ -79,51 +85,47 @@ int vmsplice_all(int fd, const uint8_t* data, size_t size, size_t* spliced) {
     return 0;
 }
 
-// Sleeps until the reader has taken every byte out of the pipe, or is gone.
+// Empties a pipe whose reader is gone, through a read end of its own: a later reader
+// (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
+void drop_unread(int fd) {
+    std::string path = "/proc/self/fd/" + std::to_string(fd);
+    int reader = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (reader < 0) return;
+    uint8_t scratch[65536];
+    while (read(reader, scratch, sizeof scratch) > 0) {
+    }
+    close(reader);
+}
+
+// Sleeps until no spliced page is left in the pipe: the reader took them all, or it is
+// gone and they are dropped.
 void wait_drained(int fd) {
     int unread = 0;
     while (ioctl(fd, FIONREAD, &unread) == 0 && unread > 0) {
         pollfd entry{fd, 0, 0};
-        if (poll(&entry, 1, 0) > 0 && (entry.revents & POLLERR)) return;
+        if (poll(&entry, 1, 0) > 0 && (entry.revents & POLLERR)) return drop_unread(fd);
         usleep(1000);
     }
-}
-
-// The pipe's size, grown first if pipe_size asks for more than before.
-int pipe_capacity(int fd, size_t pipe_size, PipeState* pipe) {
-    if (pipe->capacity < 0 || pipe_size > pipe->grown_for) {
-        if (pipe_size > pipe->grown_for) grow_pipe(fd, pipe_size);
-        pipe->grown_for = std::max(pipe->grown_for, pipe_size);
-        pipe->capacity = std::max(fcntl(fd, F_GETPIPE_SZ), 0);
-    }
-    return pipe->capacity;
 }
 
 // Splices all but the last pipe-capacity bytes and write()s those: when that write
 // returns the pipe has held nothing but them, so the reader has consumed every spliced
 // page and the caller may reuse the memory. Memory the kernel cannot pin is write()n.
-int vmsplice_item(int fd, const uint8_t* data, size_t size, PipeState* pipe, size_t chunk,
+int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t chunk,
                   size_t* written) {
-    int capacity = pipe->capacity;
     size_t head = 0;
+    int error = 0;
     if (capacity > 0 && size > size_t(capacity)) {
-        int error = vmsplice_all(fd, data, size - size_t(capacity), &head);
-        // EFAULT/EINVAL: memory the kernel cannot pin (device mappings); write() it.
-        if (error && error != EFAULT && error != EINVAL && error != ENOSYS) {
-            *written = head;
-            return error;
-        }
+        error = vmsplice_all(fd, data, size - size_t(capacity), &head);
+        // Memory the kernel cannot pin (device mappings), or no vmsplice: write() it.
+        if (error == EFAULT || error == EINVAL || error == ENOSYS || error == EPERM) error = 0;
     }
     size_t tail = 0;
-    int error = write_all(fd, data + head, size - head, chunk, &tail);
+    if (!error) error = write_all(fd, data + head, size - head, chunk, &tail);
     *written = head + tail;
-    // Grown meanwhile (by the reader, say): the tail no longer proves the spliced pages
-    // were consumed, but an empty pipe does.
-    if (head && !error) {
-        int now = fcntl(fd, F_GETPIPE_SZ);
-        if (now > capacity) wait_drained(fd);
-        if (now > 0) pipe->capacity = now;
-    }
+    // The tail proves nothing after a failure, nor if the pipe grew meanwhile (by the
+    // reader, say); an empty pipe does.
+    if (head && (error || fcntl(fd, F_GETPIPE_SZ) > capacity)) wait_drained(fd);
     return error;
 }
 
@@ -154,12 +156,10 @@ bool Relay::ready(size_t wanted) {
 #ifdef __linux__
     if (wanted > wanted_) {
         wanted_ = wanted;
-        grow_pipe(write_end_, wanted);
-        int size = fcntl(write_end_, F_GETPIPE_SZ);
-        capacity_ = size > 0 ? size_t(size) : 0;
+        capacity_ = size_t(pipe_capacity(write_end_, wanted));
     }
 #else
-    (void)wanted;
+    (void)wanted, (void)wanted_;
 #endif
     return capacity_ > 0;
 }
@@ -251,23 +251,23 @@ int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* wr
 }
 
 int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
-               const WriteOptions& options, PipeState* pipe, Relay* relay, size_t* written) {
+               const WriteOptions& options, Relay* relay, size_t* written) {
     *written = 0;
     int error = kNotSpliced;
 #ifdef __linux__
     if (file.pipe) {
-        int capacity = pipe_capacity(fd, options.pipe_size, pipe);
+        int capacity = pipe_capacity(fd, options.pipe_size);
         // A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
         bool spliceable = !file.packet;
         if (spliceable && options.vmsplice) {
-            error = vmsplice_item(fd, data, size, pipe, options.chunk, written);
+            error = vmsplice_item(fd, data, size, capacity, options.chunk, written);
         } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
                    capacity > 0 && relay->ready(size_t(capacity))) {
             error = relay->send(fd, data, size, options.chunk, written);
         }
     }
 #else
-    (void)file, (void)options, (void)pipe, (void)relay;
+    (void)file, (void)options, (void)relay;
 #endif
     // write() what is left: not a pipe, no splicing asked, or splicing refused.
     if (error == kNotSpliced || error == EINVAL || error == ENOSYS || error == EPERM) {

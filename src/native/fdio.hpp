@@ -1,5 +1,5 @@
 // Platform I/O on file descriptors: every system call the engine makes lives here.
-// Functions return 0 or an errno value; none of them throws.
+// The I/O functions return 0 or an errno value; none of them throws.
 #pragma once
 
 #include <cstddef>
@@ -27,16 +27,6 @@ struct WriteOptions {
     size_t pipe_size;  // grow a pipe to this many bytes before writing; 0 leaves it alone
     bool vmsplice;     // map pages into a pipe instead of copying them (see write_item)
     bool relay;        // copy into a private pipe, then move its pages (see Relay)
-};
-
-// What the writer thread of one pipe keeps between items. Asking a pipe its size takes the
-// pipe's lock, which the reader holds while it copies out (up to the whole pipe): asking
-// once per item made the writer spin on that lock. Readers rarely resize a pipe (FFmpeg
-// does not); a stale size only slows the relay, and vmsplice_item checks it after each
-// item, since its safety depends on it.
-struct PipeState {
-    size_t grown_for = 0;  // the largest pipe_size applied
-    int capacity = -1;     // its size in bytes since then; -1: not asked yet
 };
 
 // A pipe private to one stream. A reader holds its pipe's lock while it copies out, and a
@@ -90,11 +80,11 @@ void release_descriptor(int fd);
 // poll() when a non-blocking fd returns EAGAIN. `*written` counts the bytes that made it.
 int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);
 
-// Writes one queued item to fd, which names `file`: for a pipe, grows it if asked (kept in
-// `pipe`) and goes through vmsplice or the relay (if not null) when asked; else, or for
-// what they refuse, write_all.
+// Writes one queued item to fd, which names `file`: for a pipe, grows it if asked and goes
+// through vmsplice or the relay (if not null) when asked; else, or for what they refuse,
+// write_all.
 int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
-               const WriteOptions& options, PipeState* pipe, Relay* relay, size_t* written);
+               const WriteOptions& options, Relay* relay, size_t* written);
 
 // Blocks SIGPIPE in the calling thread so that a dead reader yields EPIPE, never a signal.
 void block_sigpipe();

@@ -137,13 +137,15 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     Item item{static_cast<const uint8_t*>(owner->view.buf),
               size_t(owner->view.len),
               -1,
+              fd,
               {},
               key_of(args[2]),
               owner,
               options};
     if (int error = turbopipe::capture_descriptor(fd, &item.descriptor, &item.file)) {
         release(owner);
-        return raise_os_error(error, "fd " + std::to_string(fd) + " is not open for writing");
+        std::string detail = error == EBADF ? " is not open for writing" : ": cannot hold on to it";
+        return raise_os_error(error, "fd " + std::to_string(fd) + detail);
     }
 
     Failure failure;

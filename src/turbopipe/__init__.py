@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import operator
 import os
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import TYPE_CHECKING, Union
@@ -62,7 +63,13 @@ def _env_size(name: str, default: int) -> int:
 
 def _env_flag(name: str, default: bool) -> bool:
     text = os.environ.get(name)
-    return default if text is None else text not in ("", "0")
+    if text is None:
+        return default
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, not {text!r}")
 
 
 _engine = _load_engine()
@@ -72,12 +79,17 @@ ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
 # Measured into FFmpeg on 2 cores: a 1 MiB pipe doubles throughput over the default 64 KiB;
 # 64 KiB or 256 KiB chunks cost 1.4x to 2.3x the CPU of one write() per item, for +15%
 # throughput at 720p and -12% at 1080p; the relay moves 1.25x to 1.8x what write() does.
+# vmsplice copies the last pipe-full of each item: 512 KiB there cost 25-45% less CPU than
+# 1 MiB at the same throughput; 256 KiB lost a third of it at 1080p.
 _CHUNK = _env_size("TURBOPIPE_CHUNK", 0)
 _PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 20)
+_VMSPLICE_PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 19)
 _VMSPLICE = _env_flag("TURBOPIPE_VMSPLICE", False)
 _RELAY = _env_flag("TURBOPIPE_RELAY", True)
 
 _mappings = Mappings()
+# A forked child has a fresh engine but not the parent's GL context: forget, never unmap.
+os.register_at_fork(after_in_child=_mappings.forget)
 
 
 def _viewed(data: object) -> object:
@@ -94,7 +106,13 @@ def _key_of(data: object) -> object:
 
 
 def _fd_of(file: int) -> int:
-    fd = operator.index(file)
+    try:
+        fd = operator.index(file)
+    except TypeError:
+        hint = ": pass its .fileno()" if hasattr(file, "fileno") else ""
+        raise TypeError(
+            f"file must be a file descriptor (an int), not {type(file).__name__}{hint}"
+        ) from None
     if not 0 <= fd <= 0x7FFFFFFF:
         raise ValueError(f"file must be a file descriptor (a non-negative int), not {fd}")
     return fd
@@ -108,13 +126,14 @@ def _size_option(name: str, value: int) -> int:
 
 
 def pipe(
-    data: Pipeable,
+    data: Pipeable | None = None,
     file: int | None = None,
     *,
     chunk: int | None = None,
     pipe_size: int | None = None,
     vmsplice: bool | None = None,
     relay: bool | None = None,
+    buffer: Pipeable | None = None,
     fileno: int | None = None,
 ) -> None:
     """Queue ``data`` to be written to the file descriptor ``file``; return at once.
@@ -127,28 +146,34 @@ def pipe(
     thread. When 16 writes are queued for it, this waits for room (without holding the GIL).
 
     ``chunk`` caps the bytes of one write() (0: no cap), ``pipe_size`` grows a pipe to
-    that many bytes (0: leave it), ``relay`` copies into a private pipe and moves its pages
-    into ``file`` so that the copy runs while the reader reads (Linux pipes; safe for any
-    reader), ``vmsplice`` maps the memory's own pages into a pipe instead of copying them
-    (Linux; only for readers that read(), like FFmpeg, not ones that splice onward). Their
-    defaults come from TURBOPIPE_CHUNK, TURBOPIPE_PIPE_SIZE, TURBOPIPE_RELAY and
-    TURBOPIPE_VMSPLICE.
+    that many bytes (0: leave it; 1 MiB, or 512 KiB with ``vmsplice``), ``relay`` copies
+    into a private pipe and moves its pages into ``file`` so that the copy runs while the
+    reader reads (Linux pipes; safe for any reader), ``vmsplice`` maps the memory's own
+    pages into a pipe instead of copying them (Linux; only for readers that read(), like
+    FFmpeg, not ones that splice onward). Their defaults come from TURBOPIPE_CHUNK,
+    TURBOPIPE_PIPE_SIZE, TURBOPIPE_RELAY and TURBOPIPE_VMSPLICE.
 
-    ``fileno`` is the 1.x name of ``file``.
+    ``buffer`` and ``fileno`` are the 1.x names of ``data`` and ``file``.
 
     Raises TypeError or ValueError for bad arguments, OSError (EBADF) for a descriptor
-    that is not open for writing, and the OSError of an earlier failed write to ``file``
-    (BrokenPipeError when the reader is gone).
+    that is not open for writing, BufferError for a buffer that cannot be exported (a
+    moderngl buffer mapped elsewhere), and the OSError of an earlier failed write to
+    ``file`` (BrokenPipeError when the reader is gone).
     """
+    if data is None:
+        data = buffer
     if file is None:
         file = fileno
-    if file is None:
-        raise TypeError("pipe() needs the file descriptor to write to")
+    if data is None or file is None:
+        raise TypeError("pipe() needs the data and the file descriptor to write it to")
     fd = _fd_of(file)
+    vmsplice = _VMSPLICE if vmsplice is None else bool(vmsplice)
+    if pipe_size is None:
+        pipe_size = _VMSPLICE_PIPE_SIZE if vmsplice else _PIPE_SIZE
     options = (
         _CHUNK if chunk is None else _size_option("chunk", chunk),
-        _PIPE_SIZE if pipe_size is None else _size_option("pipe_size", pipe_size),
-        _VMSPLICE if vmsplice is None else bool(vmsplice),
+        _size_option("pipe_size", pipe_size),
+        vmsplice,
         _RELAY if relay is None else bool(relay),
     )
     gl = gl_buffer(data)
@@ -158,10 +183,18 @@ def pipe(
             _engine.submit(data, fd, _viewed(data), *options)
         else:
             mglo, wrapper = gl
-            if _mappings.mapped(mglo):  # piped again before sync(mglo): that write first
-                _engine.wait_key(mglo)
-                _mappings.unmap(mglo)
-            _engine.submit(_mappings.map(mglo, wrapper), fd, mglo, *options)
+            view = _mappings.view(mglo)
+            if view is None:
+                view = _mappings.map(mglo, wrapper)
+            else:  # still mapped since its last pipe(): GL cannot have written it since
+                warnings.warn(
+                    "moderngl buffer piped again without sync(buffer) in between: GL "
+                    "cannot write a buffer while it is mapped for piping, so call "
+                    "turbopipe.sync(buffer) before writing it (fbo.read_into...)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            _engine.submit(view, fd, mglo, *options)  # after its previous write
             queued = mglo
     finally:  # a buffer whose submit failed is unmapped here too
         _mappings.unmap_idle(_engine.busy, queued=queued)
@@ -180,6 +213,8 @@ def sync(
     """
     if data is None:
         data = buffer
+    if isinstance(data, int):
+        raise TypeError("sync(data) takes what was piped; for a descriptor: sync(file=fd)")
     try:
         if data is None and file is None:
             _engine.wait_all()
@@ -196,13 +231,16 @@ def done(data: Pipeable) -> None:
     sync(data)
 
 
-def close() -> None:
+def close(file: int | None = None) -> None:
     """Wait for every queued write, then stop the writer threads.
 
     The module stays usable: a later pipe() starts them again. Called at interpreter exit,
     so queued writes are flushed, never cut. Raises the OSError of a failed write.
+    ``file`` (2.0's spelling) first waits for that descriptor's writes, raising their error.
     """
     try:
+        if file is not None:
+            _engine.wait_fd(_fd_of(file))
         _engine.stop()
     finally:
         _mappings.unmap_idle(_engine.busy)

@@ -133,7 +133,8 @@ def _children_cpu() -> float:
 
 def run_writer(case: dict[str, Any]) -> dict[str, Any]:
     """Methods: plain (``stdin.write(fbo.read())``, FFmpeg flips and converts), writer-rgb24
-    (VideoWriter, GPU flips, FFmpeg converts) and writer-gpu (VideoWriter, GPU converts)."""
+    (VideoWriter, FFmpeg flips and converts) and writer-gpu (VideoWriter, GPU converts and
+    flips)."""
     import moderngl
 
     from turbopipe import VideoWriter

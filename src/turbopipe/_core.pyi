@@ -27,4 +27,5 @@ def stop() -> None:
     """Wait for everything, then stop idle workers."""
 
 def busy(key: object, /) -> bool:
-    """Whether key has a write queued or in progress; if not, its export is released."""
+    """Whether key has a write queued, in progress or failed unreported; if not, its export
+    is released."""

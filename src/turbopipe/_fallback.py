@@ -4,9 +4,10 @@ Same functions, same semantics, same errors (see src/native/engine.hpp for the i
 one queue and one daemon thread per stream, the items written with ``os.write`` straight
 from a memoryview of the caller's buffer, the export released by the next call that
 finishes on a caller's thread. It is used when the extension is missing or
-``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: ``vmsplice`` is accepted and
-ignored. The relay needs ``os.splice`` (Python 3.10 on Linux); without it, items are
-written directly.
+``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: items asked ``vmsplice`` are
+written directly, without the relay, as the native engine's are when it cannot splice.
+The relay needs ``os.splice`` (Python 3.10 on Linux); without it, items are written
+directly.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ _SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EPERM)
 class _Target:
     """What capture_descriptor learns of fd (see fdio.hpp's FileId)."""
 
-    __slots__ = ("descriptor", "file", "packet", "pipe")
+    __slots__ = ("descriptor", "fd", "file", "packet", "pipe")
 
-    def __init__(self, descriptor: int, file: tuple[int, int], pipe: bool, packet: bool) -> None:
+    def __init__(
+        self, fd: int, descriptor: int, file: tuple[int, int], pipe: bool, packet: bool
+    ) -> None:
+        self.fd = fd  # the caller's number, for messages
         self.descriptor = descriptor  # a close-on-exec duplicate of fd
         self.file = file  # which file: (st_dev, st_ino)
         self.pipe = pipe  # a pipe or FIFO
@@ -64,16 +68,6 @@ class _Item:
         self.chunk = chunk
         self.pipe_size = pipe_size
         self.relay = relay
-
-
-class _PipeState:
-    """What a pipe's writer thread keeps between items (see fdio.hpp)."""
-
-    __slots__ = ("capacity", "grown_for")
-
-    def __init__(self) -> None:
-        self.grown_for = 0  # the largest pipe_size applied
-        self.capacity = -1  # its size in bytes since then; -1: not asked yet
 
 
 class _Failure:
@@ -104,7 +98,6 @@ class _Stream:
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
-        self.pipe = _PipeState()  # the worker's only
         self.relay = _Relay()  # opened by submit; the worker uses it if it saw it open
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
@@ -149,10 +142,12 @@ def _capture_descriptor(fd: int) -> _Target:
         info = os.fstat(fd)
         duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
         packet = bool(flags & getattr(os, "O_DIRECT", 0))
-        return _Target(duplicate, (info.st_dev, info.st_ino), stat.S_ISFIFO(info.st_mode), packet)
+        file = (info.st_dev, info.st_ino)
+        return _Target(fd, duplicate, file, stat.S_ISFIFO(info.st_mode), packet)
     except OSError as error:
         code = error.errno or errno.EBADF
-        raise _os_error(code, f"fd {fd} is not open for writing") from None
+        detail = " is not open for writing" if code == errno.EBADF else ": cannot hold on to it"
+        raise _os_error(code, f"fd {fd}{detail}") from None
 
 
 def _stream_of_fd(fd: int) -> _Stream | None:
@@ -337,7 +332,7 @@ def _write_next(stream: _Stream) -> bool:
 
     _lock.release()
     try:
-        written, error = _write_item(item, stream.pipe, relay)
+        written, error = _write_item(item, relay)
         _close(item.target.descriptor)
     finally:
         _lock.acquire()
@@ -347,7 +342,7 @@ def _write_next(stream: _Stream) -> bool:
     if not error:
         _finished.append(item)
     else:
-        failure = stream.failure = _Failure(stream.fd, error, written, item)
+        failure = stream.failure = _Failure(item.target.fd, error, written, item)
         dropped, stream.queue = stream.queue, deque()
         for lost in dropped:
             _active_keys.discard(id(lost.key))
@@ -400,8 +395,7 @@ class _Relay:
             return False
         if wanted > self.wanted:
             self.wanted = wanted
-            _grow_pipe(self.ends[1], wanted)
-            self.capacity = fcntl.fcntl(self.ends[1], _F_GETPIPE_SZ)
+            self.capacity = _pipe_capacity(self.ends[1], wanted)
         return self.capacity > 0
 
     def send(self, fd: int, view: memoryview, chunk: int) -> tuple[int, OSError | None]:
@@ -422,6 +416,8 @@ class _Relay:
                     except BlockingIOError:
                         _wait_writable(fd)
                         continue
+                    if not moved:
+                        raise OSError(errno.EIO, os.strerror(errno.EIO))
                     filled -= moved
                     written += moved
         except OSError as error:
@@ -449,7 +445,7 @@ def _wait_writable(fd: int) -> None:
     poller.poll()
 
 
-def _write_item(item: _Item, pipe: _PipeState, relay: _Relay | None) -> tuple[int, int]:
+def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
     """Write item.view to its descriptor; returns (bytes written, errno or 0)."""
     target, view = item.target, item.view
     fd = target.descriptor
@@ -457,7 +453,7 @@ def _write_item(item: _Item, pipe: _PipeState, relay: _Relay | None) -> tuple[in
     written = 0
     try:
         if target.pipe:
-            capacity = _pipe_capacity(fd, item.pipe_size, pipe)
+            capacity = _pipe_capacity(fd, item.pipe_size)
             # A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
             if (
                 item.relay
@@ -485,32 +481,22 @@ def _write_item(item: _Item, pipe: _PipeState, relay: _Relay | None) -> tuple[in
     return written, 0
 
 
-def _pipe_capacity(fd: int, pipe_size: int, pipe: _PipeState) -> int:
-    """The pipe's size, grown first if pipe_size asks for more than before."""
-    if pipe.capacity < 0 or pipe_size > pipe.grown_for:
-        if pipe_size > pipe.grown_for:
-            _grow_pipe(fd, pipe_size)
-        pipe.grown_for = max(pipe.grown_for, pipe_size)
-        try:
-            pipe.capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
-        except OSError:
-            pipe.capacity = 0
-    return pipe.capacity
-
-
-def _grow_pipe(fd: int, wanted: int) -> None:
+def _pipe_capacity(fd: int, wanted: int) -> int:
+    """The pipe's size in bytes (0 if unknown), after growing it towards ``wanted`` if it
+    is smaller (see fdio.cpp)."""
     try:
-        current = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+        current: int = fcntl.fcntl(fd, _F_GETPIPE_SZ)
     except OSError:
-        return
+        return 0
     # Unprivileged processes are capped by /proc/sys/fs/pipe-max-size; settle for less.
     size = min(wanted, _INT_MAX)
     while size > current:
         try:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
-            return
+            return int(fcntl.fcntl(fd, _F_GETPIPE_SZ))
         except OSError:
             size //= 2
+    return current
 
 
 def _reset_after_fork() -> None:

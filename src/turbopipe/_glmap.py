@@ -68,8 +68,10 @@ class _Mapping:
     def unmap(self) -> None:
         previous = self.binding.current()
         self.binding.bind(self.glo)
-        self.view.release()
-        self.binding.bind(previous)
+        try:
+            self.view.release()
+        finally:
+            self.binding.bind(previous)
 
 
 class Mappings:
@@ -88,8 +90,14 @@ class Mappings:
         self._live[id(mglo)] = (mglo, _Mapping(view, glo, binding))
         return view
 
-    def mapped(self, mglo: object) -> bool:
-        return id(mglo) in self._live
+    def view(self, mglo: object) -> memoryview | None:
+        """mglo's live mapping, if it has one."""
+        entry = self._live.get(id(mglo))
+        return None if entry is None else entry[1].view
+
+    def forget(self) -> None:
+        """Drop every record without unmapping (in a forked child)."""
+        self._live.clear()
 
     def unmap(self, mglo: object) -> None:
         entry = self._live.pop(id(mglo), None)

@@ -1,18 +1,36 @@
-"""Command line: ``python -m turbopipe benchmark``."""
+"""Command line: ``python -m turbopipe demo`` and ``python -m turbopipe benchmark``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import ENGINE, __version__, benchmark
 from .ffmpeg import find_ffmpeg
 
 
-def _list(text: str) -> list[str]:
-    return [item for item in text.split(",") if item]
+def _list_of(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    """A parser of comma lists whose items are all in ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        items = [item for item in text.split(",") if item]
+        unknown = [item for item in items if item not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown)} (choose from {', '.join(allowed)})"
+            )
+        return items
+
+    return parse
+
+
+def _numbers(text: str) -> list[str]:
+    items = [item for item in text.split(",") if item]
+    if not all(item.isdigit() and int(item) > 0 for item in items):
+        raise argparse.ArgumentTypeError(f"not a list of positive numbers: {text!r}")
+    return items
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,22 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--resolutions",
-        type=_list,
+        type=_list_of(list(benchmark.RESOLUTIONS)),
         default=["720p", "1080p"],
         help=f"comma list of {', '.join(benchmark.RESOLUTIONS)} (default 720p,1080p)",
     )
     bench.add_argument(
         "--encoders",
-        type=_list,
+        type=_list_of(["null", "ultrafast", "slow"]),
         default=["null"],
         help="comma list of null, ultrafast, slow (default null)",
     )
     bench.add_argument(
-        "--buffers", type=_list, default=["1", "4"], help="comma list of ring sizes (default 1,4)"
+        "--buffers",
+        type=_numbers,
+        default=["1", "4"],
+        help="comma list of ring sizes (default 1,4)",
     )
     bench.add_argument(
         "--methods",
-        type=_list,
+        type=_list_of(benchmark.METHODS),
         default=None,
         help=f"comma list of {', '.join(benchmark.METHODS)} (default: all but reference, "
         "plus reference when --reference-python is given)",
@@ -102,10 +123,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
     methods = args.methods or [m for m in benchmark.METHODS if m != "reference"] + (
         ["reference"] if args.reference_python else []
     )
-    unknown = set(methods) - set(benchmark.METHODS)
-    if unknown:
-        print(f"unknown methods: {', '.join(sorted(unknown))}", file=sys.stderr)
-        return 2
     plan = benchmark.Plan(
         resolutions=list(benchmark.RESOLUTIONS) if args.full else args.resolutions,
         encoders=["null", "ultrafast", "slow"] if args.full else args.encoders,

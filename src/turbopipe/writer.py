@@ -17,7 +17,8 @@ from typing import Any
 from . import pipe, sync
 from .ffmpeg import FFmpegError, FFmpegProcess, find_ffmpeg
 
-_PIPE_SIZE = 1 << 20
+# The frames go with vmsplice, which copies the last pipe-full of each: see pipe().
+_PIPE_SIZE = 1 << 19
 _COLOR_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
 _SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
 
