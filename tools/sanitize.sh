@@ -132,7 +132,10 @@ for name in "${names[@]}"; do
       # The RSS test is left out here only: ASan keeps freed memory in its quarantine (up to
       # 256 MiB), so resident memory grows by design. It runs under TSan.
       # detect_leaks=0: CPython leaks by design at exit.
-      run_tests asan "native and not test_a_long_run_holds_no_memory_or_references" \
+      # The forked-child GL test is left out too: this ASan's allocator is not fork-safe
+      # (a lock another thread of the parent holds at fork stays held in the child, whose
+      # first allocation then waits forever; seen with GCC 12's libasan).
+      run_tests asan "native and not test_a_long_run_holds_no_memory_or_references and not test_a_forked_child" \
         ASAN_OPTIONS="detect_leaks=0:log_path=$root/build/asan/reports/asan" \
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
       phase_end $?
