@@ -332,6 +332,28 @@ def test_vmsplice_failure_leaves_no_page_for_a_later_reader(tmp_path: Path) -> N
     assert b"b" not in seen
 
 
+def test_vmsplice_tails_are_not_overwritten_before_they_are_read() -> None:
+    """Items just over the pipe's size: their last pipe-full goes through the engine's own
+    buffers, reused in turn while a slow reader still has earlier items to read."""
+    read_fd, write_fd = os.pipe()  # 64 KiB
+    items = [bytes([i]) * (64 * 1024 + 4096) for i in range(1, 41)]
+    received = []
+
+    def read_slowly() -> None:
+        while chunk := os.read(read_fd, 16 * 1024):
+            received.append(chunk)
+            time.sleep(0.0005)
+
+    reader = in_thread(read_slowly)
+    for item in items:
+        turbopipe.pipe(item, write_fd, pipe_size=0, vmsplice=True)
+    turbopipe.sync()
+    os.close(write_fd)
+    reader.join(timeout=60)
+    os.close(read_fd)
+    assert md5(b"".join(received)) == md5(*items)
+
+
 def test_vmsplice_when_the_pipe_grew_behind_the_engines_back() -> None:
     """The engine learned the pipe's size on the first item; then somebody grows it. The
     last pipe-capacity bytes of an item no longer prove that the reader took the spliced

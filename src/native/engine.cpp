@@ -165,7 +165,7 @@ void Engine::run(Stream* stream) {
         lock.unlock();
         size_t written = 0;
         int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
-                               relay, &written);
+                               relay, &stream->tails, &written);
         release_descriptor(item.descriptor);
         lock.lock();
 

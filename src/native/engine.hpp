@@ -102,7 +102,8 @@ private:
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
-        Relay relay;  // opened by submit; the worker uses it if it saw it open
+        Relay relay;        // opened by submit; the worker uses it if it saw it open
+        TailBuffers tails;  // the worker's only
 
         bool idle() const { return queue.empty() && !writing; }
     };

@@ -4,11 +4,13 @@
 #include <cerrno>
 #include <climits>
 #include <csignal>
+#include <cstring>
 #include <string>
 
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -108,20 +110,38 @@ void wait_drained(int fd) {
     }
 }
 
-// Splices all but the last pipe-capacity bytes and write()s those: when that write
-// returns the pipe has held nothing but them, so the reader has consumed every spliced
-// page and the caller may reuse the memory. Memory the kernel cannot pin is write()n.
+bool splice_refused(int error) {
+    // Memory the kernel cannot pin (device mappings), or no vmsplice here.
+    return error == EFAULT || error == EINVAL || error == ENOSYS || error == EPERM;
+}
+
+// Splices all but the last pipe-capacity bytes of the caller's memory, then that tail from
+// a copy in `tails`: once the tail is in, the pipe has held nothing but it, so the reader
+// has consumed every page of the caller's and the caller may reuse the memory. Memory the
+// kernel cannot pin is write()n; so are items that fit in the pipe (splicing gains
+// nothing there, and a spliced page is never shared with the next item's bytes, where
+// write()s share pages).
 int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t chunk,
-                  size_t* written) {
+                  TailBuffers* tails, size_t* written) {
     size_t head = 0;
     int error = 0;
     if (capacity > 0 && size > size_t(capacity)) {
         error = vmsplice_all(fd, data, size - size_t(capacity), &head);
-        // Memory the kernel cannot pin (device mappings), or no vmsplice: write() it.
-        if (error == EFAULT || error == EINVAL || error == ENOSYS || error == EPERM) error = 0;
+        if (splice_refused(error)) error = 0;
     }
-    size_t tail = 0;
-    if (!error) error = write_all(fd, data + head, size - head, chunk, &tail);
+    size_t rest = size - head, tail = 0;
+    uint8_t* buffer = head && !error && rest == size_t(capacity) ? tails->next(rest) : nullptr;
+    if (buffer) {
+        std::memcpy(buffer, data + head, rest);
+        error = vmsplice_all(fd, buffer, rest, &tail);
+        if (tail) tails->sent();
+        if (splice_refused(error)) error = 0;
+    }
+    if (!error && tail < rest) {  // the tail, or what splicing left of it
+        size_t more = 0;
+        error = write_all(fd, data + head + tail, rest - tail, chunk, &more);
+        tail += more;
+    }
     *written = head + tail;
     // The tail proves nothing after a failure, nor if the pipe grew meanwhile (by the
     // reader, say); an empty pipe does.
@@ -132,6 +152,29 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
 #endif
 
 }  // namespace
+
+TailBuffers::~TailBuffers() { unmap(); }
+
+void TailBuffers::unmap() {
+    // A pipe may still reference these pages: unmapping keeps them for it, unwritable.
+    for (uint8_t*& buffer : buffers_) {
+        if (buffer) munmap(buffer, size_);
+        buffer = nullptr;
+    }
+}
+
+uint8_t* TailBuffers::next(size_t size) {
+    if (size > size_) {
+        unmap();
+        for (uint8_t*& buffer : buffers_) {
+            void* mapped =
+                mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            buffer = mapped == MAP_FAILED ? nullptr : static_cast<uint8_t*>(mapped);
+        }
+        size_ = size;
+    }
+    return buffers_[turn_];
+}
 
 Relay::~Relay() {
     if (!is_open()) return;
@@ -251,7 +294,8 @@ int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* wr
 }
 
 int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
-               const WriteOptions& options, Relay* relay, size_t* written) {
+               const WriteOptions& options, Relay* relay, TailBuffers* tails,
+               size_t* written) {
     *written = 0;
     int error = kNotSpliced;
 #ifdef __linux__
@@ -260,14 +304,14 @@ int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
         // A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
         bool spliceable = !file.packet;
         if (spliceable && options.vmsplice) {
-            error = vmsplice_item(fd, data, size, capacity, options.chunk, written);
+            error = vmsplice_item(fd, data, size, capacity, options.chunk, tails, written);
         } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
                    capacity > 0 && relay->ready(size_t(capacity))) {
             error = relay->send(fd, data, size, options.chunk, written);
         }
     }
 #else
-    (void)file, (void)options, (void)relay;
+    (void)file, (void)options, (void)relay, (void)tails;
 #endif
     // write() what is left: not a pipe, no splicing asked, or splicing refused.
     if (error == kNotSpliced || error == EINVAL || error == ENOSYS || error == EPERM) {

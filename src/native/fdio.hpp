@@ -68,6 +68,32 @@ private:
     bool broken_ = false;  // discard() could not empty it: never use it again
 };
 
+// Where vmsplice_item puts the last pipe-full of an item so that the caller's memory can be
+// handed back at once: two page-aligned buffers of its own, spliced in turn (copying into
+// them costs no page allocation, unlike a write() into the pipe). The pipe references
+// their pages until the reader takes them, so a buffer is written again only after the
+// other one went in: a pipe-full, so by then the pipe held nothing older. For one
+// stream's writer thread.
+class TailBuffers {
+public:
+    TailBuffers() = default;
+    TailBuffers(const TailBuffers&) = delete;
+    TailBuffers& operator=(const TailBuffers&) = delete;
+    ~TailBuffers();
+
+    // The buffer whose turn it is, of at least `size` bytes; null if memory is short.
+    uint8_t* next(size_t size);
+    // The buffer next() gave went into the pipe: the other one's turn.
+    void sent() { turn_ ^= 1; }
+
+private:
+    void unmap();
+
+    uint8_t* buffers_[2] = {nullptr, nullptr};
+    size_t size_ = 0;  // of each
+    int turn_ = 0;
+};
+
 // Duplicates `fd` (close-on-exec) so that queued bytes keep going to the file the caller
 // meant even if it closes `fd` or reuses the number, and tells which file that is. Fails
 // with EBADF for a closed or read-only descriptor.
@@ -84,7 +110,8 @@ int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* wr
 // through vmsplice or the relay (if not null) when asked; else, or for what they refuse,
 // write_all.
 int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
-               const WriteOptions& options, Relay* relay, size_t* written);
+               const WriteOptions& options, Relay* relay, TailBuffers* tails,
+               size_t* written);
 
 // Blocks SIGPIPE in the calling thread so that a dead reader yields EPIPE, never a signal.
 void block_sigpipe();
