@@ -168,11 +168,11 @@ def pipe(
         raise TypeError("pipe() needs the data and the file descriptor to write it to")
     fd = _fd_of(file)
     vmsplice = _VMSPLICE if vmsplice is None else bool(vmsplice)
-    if pipe_size is None:
-        pipe_size = _VMSPLICE_PIPE_SIZE if vmsplice else _PIPE_SIZE
     options = (
         _CHUNK if chunk is None else _size_option("chunk", chunk),
-        _size_option("pipe_size", pipe_size),
+        (_VMSPLICE_PIPE_SIZE if vmsplice else _PIPE_SIZE)
+        if pipe_size is None
+        else _size_option("pipe_size", pipe_size),
         vmsplice,
         _RELAY if relay is None else bool(relay),
     )

@@ -107,7 +107,7 @@ class Mappings:
     def unmap_idle(self, busy: Callable[[object], bool], queued: object = None) -> None:
         """Unmap every buffer this thread mapped whose writes are done (``queued`` was
         just piped: it is not)."""
-        if not self._live:
+        if len(self._live) <= (queued is not None):  # none, or only the one just piped
             return
         thread = threading.get_ident()
         for mglo, mapping in list(self._live.values()):
