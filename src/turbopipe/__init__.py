@@ -87,6 +87,8 @@ _VMSPLICE_PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 19)
 _VMSPLICE = _env_flag("TURBOPIPE_VMSPLICE", False)
 _RELAY = _env_flag("TURBOPIPE_RELAY", True)
 
+_FD_MAX = 0x7FFFFFFF
+
 _mappings = Mappings()
 # A forked child has a fresh engine but not the parent's GL context: forget, never unmap.
 os.register_at_fork(after_in_child=_mappings.forget)
@@ -113,7 +115,7 @@ def _fd_of(file: int) -> int:
         raise TypeError(
             f"file must be a file descriptor (an int), not {type(file).__name__}{hint}"
         ) from None
-    if not 0 <= fd <= 0x7FFFFFFF:
+    if not 0 <= fd <= _FD_MAX:
         raise ValueError(f"file must be a file descriptor (a non-negative int), not {fd}")
     return fd
 
@@ -166,7 +168,7 @@ def pipe(
         file = fileno
     if data is None or file is None:
         raise TypeError("pipe() needs the data and the file descriptor to write it to")
-    fd = _fd_of(file)
+    fd = file if type(file) is int and 0 <= file <= _FD_MAX else _fd_of(file)
     vmsplice = _VMSPLICE if vmsplice is None else bool(vmsplice)
     options = (
         _CHUNK if chunk is None else _size_option("chunk", chunk),

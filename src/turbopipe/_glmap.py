@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
-import threading
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any
 
 _GL_ARRAY_BUFFER = 0x8892
@@ -57,13 +57,14 @@ class _BufferBinding:
 
 
 class _Mapping:
-    __slots__ = ("binding", "glo", "thread", "view")
+    __slots__ = ("binding", "glo", "mglo", "thread", "view")
 
-    def __init__(self, view: memoryview, glo: int, binding: _BufferBinding) -> None:
+    def __init__(self, mglo: object, view: memoryview, glo: int, binding: _BufferBinding) -> None:
+        self.mglo = mglo  # held: its id() keys the mapping
         self.view = view
         self.glo = glo
         self.binding = binding
-        self.thread = threading.get_ident()
+        self.thread = get_ident()
 
     def unmap(self) -> None:
         previous = self.binding.current()
@@ -78,41 +79,41 @@ class Mappings:
     """The live mappings, by the mglo they map."""
 
     def __init__(self) -> None:
-        self._live: dict[int, tuple[object, _Mapping]] = {}
+        self._live: dict[int, _Mapping] = {}
         self._binding: _BufferBinding | None = None
 
     def map(self, mglo: object, wrapper: object | None) -> memoryview:
         """Map mglo, which is not mapped, for writing out."""
-        binding = self._binding_for(wrapper)
+        binding = self._binding or self._binding_for(wrapper)
         view = memoryview(mglo)  # type: ignore[arg-type]
         # moderngl binds the buffer to GL_ARRAY_BUFFER to map it: that is its name.
         glo = getattr(wrapper, "glo", None) or binding.current()
-        self._live[id(mglo)] = (mglo, _Mapping(view, glo, binding))
+        self._live[id(mglo)] = _Mapping(mglo, view, glo, binding)
         return view
 
     def view(self, mglo: object) -> memoryview | None:
         """mglo's live mapping, if it has one."""
-        entry = self._live.get(id(mglo))
-        return None if entry is None else entry[1].view
+        mapping = self._live.get(id(mglo))
+        return None if mapping is None else mapping.view
 
     def forget(self) -> None:
         """Drop every record without unmapping (in a forked child)."""
         self._live.clear()
 
     def unmap(self, mglo: object) -> None:
-        entry = self._live.pop(id(mglo), None)
-        if entry is not None:
-            entry[1].unmap()
+        mapping = self._live.pop(id(mglo), None)
+        if mapping is not None:
+            mapping.unmap()
 
     def unmap_idle(self, busy: Callable[[object], bool], queued: object = None) -> None:
         """Unmap every buffer this thread mapped whose writes are done (``queued`` was
         just piped: it is not)."""
         if len(self._live) <= (queued is not None):  # none, or only the one just piped
             return
-        thread = threading.get_ident()
-        for mglo, mapping in list(self._live.values()):
-            if mglo is not queued and mapping.thread == thread and not busy(mglo):
-                self.unmap(mglo)
+        thread = get_ident()
+        for mapping in list(self._live.values()):
+            if mapping.mglo is not queued and mapping.thread == thread and not busy(mapping.mglo):
+                self.unmap(mapping.mglo)
 
     def _binding_for(self, wrapper: object | None) -> _BufferBinding:
         # GL entry points from glcontext's loader are dispatch stubs valid in any context.
