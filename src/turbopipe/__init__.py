@@ -78,7 +78,7 @@ ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
 
 # Measured into FFmpeg on 2 cores: a 1 MiB pipe doubles throughput over the default 64 KiB;
 # 64 KiB or 256 KiB chunks cost 1.4x to 2.3x the CPU of one write() per item, for +15%
-# throughput at 720p and -12% at 1080p; the relay moves 1.25x to 1.8x what write() does.
+# throughput at 720p and -12% at 1080p; the relay moves 1.15x to 1.8x what write() does.
 # vmsplice copies the last pipe-full of each item: 512 KiB there cost 25-30% less CPU than
 # 1 MiB for 10-13% less throughput; 256 KiB lost a third of it at 1080p.
 _CHUNK = _env_size("TURBOPIPE_CHUNK", 0)
