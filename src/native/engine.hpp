@@ -114,12 +114,13 @@ private:
     // The stream with the lowest fd whose failure matches.
     template <class Match>
     Stream* failed_stream(Match match);
-    std::vector<std::unique_ptr<Stream>> remove_streams(bool (*remove)(const Stream&));
+    std::vector<std::shared_ptr<Stream>> remove_streams(bool (*remove)(const Stream&));
 
     const size_t queue_limit_;
     std::mutex mutex_;
     std::condition_variable progress_;  // an item finished or failed
-    std::map<FileId, std::unique_ptr<Stream>> streams_;
+    // Shared: submit() wakes a worker after unlocking, holding on to its stream meanwhile.
+    std::map<FileId, std::shared_ptr<Stream>> streams_;
     std::unordered_map<int, FileId> files_;      // fd number -> the file it last named
     std::unordered_set<uintptr_t> active_keys_;  // keys of items queued or being written
     size_t failures_ = 0;                        // streams holding a failure
