@@ -65,9 +65,10 @@ def _env_flag(name: str, default: bool) -> bool:
     text = os.environ.get(name)
     if text is None:
         return default
-    if text.strip().lower() in ("1", "true", "yes", "on"):
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
         return True
-    if text.strip().lower() in ("", "0", "false", "no", "off"):
+    if word in ("", "0", "false", "no", "off"):
         return False
     raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, not {text!r}")
 
