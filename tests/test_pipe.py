@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -352,6 +353,81 @@ def test_vmsplice_tails_are_not_overwritten_before_they_are_read() -> None:
     reader.join(timeout=60)
     os.close(read_fd)
     assert md5(b"".join(received)) == md5(*items)
+
+
+def test_vmsplice_when_the_pipe_grows_during_an_item() -> None:
+    """The engine splices an item against the pipe's size at its start; somebody grows
+    the pipe meanwhile. Its last pipe-full of the old size no longer proves the reader
+    took the spliced pages, so sync() must wait until the pipe is empty."""
+    read_fd, write_fd = os.pipe()  # 64 KiB
+    received = []
+
+    def read_slowly() -> None:
+        while chunk := os.read(read_fd, 64 * 1024):
+            received.append(chunk)
+            time.sleep(0.001)
+
+    reader = in_thread(read_slowly)
+    frame = np.full(8 * MiB, 2, np.uint8)
+    turbopipe.pipe(frame, write_fd, pipe_size=0, vmsplice=True)
+    time.sleep(0.03)  # the engine is splicing the first megabytes
+    try:
+        fcntl.fcntl(write_fd, F_SETPIPE_SZ, MiB)
+    except PermissionError:
+        pytest.skip("needs a 1 MiB pipe (/proc/sys/fs/pipe-max-size)")
+    turbopipe.sync(frame)
+    frame[:] = 0  # the memory is ours again
+    os.close(write_fd)
+    reader.join(timeout=60)
+    os.close(read_fd)
+    assert b"".join(received) == np.full(8 * MiB, 2, np.uint8).tobytes()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becomes another user to be denied reading")
+def test_vmsplice_needs_a_way_to_empty_the_pipe() -> None:
+    """A FIFO its writer may not read: if its reader died, the engine could not empty it of
+    spliced pages, and a later reader would read the caller's memory as it is then. So
+    the engine copies instead."""
+    folder = tempfile.TemporaryDirectory()  # in /tmp: the other user can reach it
+    Path(folder.name).chmod(0o755)
+    fifo = Path(folder.name) / "fifo"
+    os.mkfifo(fifo)
+    fifo.chmod(0o622)  # others may write, not read
+    result = run_with_engine(
+        f"""
+        import os, time
+        reader = os.open({str(fifo)!r}, os.O_RDONLY | os.O_NONBLOCK)
+        pid = os.fork()
+        if pid == 0:
+            os.close(reader)  # else the pipe never lacks a reader
+            os.setgid(65534)
+            os.setuid(65534)
+            write_fd = os.open({str(fifo)!r}, os.O_WRONLY)
+            frame = bytearray(b"a" * (4 << 20))
+            turbopipe.pipe(frame, write_fd, vmsplice=True, pipe_size=0)
+            time.sleep(0.6)  # the reader dies meanwhile
+            try:
+                turbopipe.sync(frame)
+            except BrokenPipeError:
+                pass
+            frame[:] = b"b" * len(frame)
+            time.sleep(1.0)  # a later reader comes meanwhile
+            os._exit(0)
+        time.sleep(0.3)
+        os.close(reader)
+        time.sleep(0.8)
+        later = os.open({str(fifo)!r}, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            seen = os.read(later, 1 << 20)
+        except BlockingIOError:
+            seen = b""
+        os.waitpid(pid, 0)
+        print("saw", sorted(set(seen)))
+        """
+    )
+    folder.cleanup()
+    assert "saw" in result.stdout, result.stderr
+    assert "98" not in result.stdout  # no b"b": nothing of the changed memory
 
 
 def test_vmsplice_when_the_pipe_grew_behind_the_engines_back() -> None:

@@ -87,16 +87,30 @@ int vmsplice_all(int fd, const uint8_t* data, size_t size, size_t* spliced) {
     return 0;
 }
 
+// A read end of the engine's own for the pipe fd writes to, or -1 (no /proc, or a FIFO
+// the process may write but not read).
+int open_read_end(int fd) {
+    std::string path = "/proc/self/fd/" + std::to_string(fd);
+    return open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+}
+
 // Empties a pipe whose reader is gone, through a read end of its own: a later reader
 // (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
 void drop_unread(int fd) {
-    std::string path = "/proc/self/fd/" + std::to_string(fd);
-    int reader = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int reader = open_read_end(fd);
     if (reader < 0) return;
     uint8_t scratch[65536];
     while (read(reader, scratch, sizeof scratch) > 0) {
     }
     close(reader);
+}
+
+// Whether drop_unread could empty the pipe: the condition for splicing the caller's pages.
+bool can_drop_unread(int fd) {
+    int reader = open_read_end(fd);
+    if (reader < 0) return false;
+    close(reader);
+    return true;
 }
 
 // Sleeps until no spliced page is left in the pipe: the reader took them all, or it is
@@ -303,7 +317,7 @@ int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
         int capacity = pipe_capacity(fd, options.pipe_size);
         // A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
         bool spliceable = !file.packet;
-        if (spliceable && options.vmsplice) {
+        if (spliceable && options.vmsplice && can_drop_unread(fd)) {
             error = vmsplice_item(fd, data, size, capacity, options.chunk, tails, written);
         } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
                    capacity > 0 && relay->ready(size_t(capacity))) {
