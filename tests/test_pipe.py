@@ -730,6 +730,8 @@ def test_waits_can_be_interrupted() -> None:
     result = run_with_engine(
         """
         import os, signal, threading
+        # A shell's background job inherits SIGINT ignored: have Python's handler anyway.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         read_fd, write_fd = os.pipe()
         turbopipe.pipe(bytes(8 << 20), write_fd)  # nobody reads: sync() would wait forever
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import moderngl
@@ -323,6 +324,15 @@ def test_an_ffmpeg_that_cannot_start_leaves_the_writer_consistent(tmp_path: Path
     video.close()
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, even where a shell's background job ignores it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_in_close_stops_ffmpeg(tmp_path: Path) -> None:
     stuck = tmp_path / "ffmpeg"
     stuck.write_text("#!/bin/sh\nexec sleep 60\n")  # an FFmpeg that never reads
