@@ -143,7 +143,7 @@ def test_each_buffer_is_unmapped_and_the_callers_binding_kept(
 
 
 def test_finished_buffers_are_unmapped_by_later_calls(gl_context: moderngl.Context) -> None:
-    """Used without sync(), a buffer is unmapped by the first call after its write is done."""
+    """Used without sync(), a buffer is unmapped by the next pipe() once its write is done."""
     read_fd, write_fd = os.pipe()
     reader = Reader(read_fd)
     first, second = (gl_context.buffer(os.urandom(1 << 20)) for _ in range(2))

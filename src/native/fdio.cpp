@@ -269,18 +269,38 @@ void Relay::discard() {
 }
 
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0) return errno;
-    if ((flags & O_ACCMODE) == O_RDONLY) return EBADF;
-    struct stat info;
-    if (fstat(fd, &info) < 0) return errno;
+    // The flags of the last writable descriptor captured on this thread, with its number
+    // and file: saves a syscall per call. The access mode changes only with a new open(),
+    // which for the same number and file could only delay a read-only EBADF to the write.
+    thread_local struct {
+        int fd = -1;
+        FileId file{};
+        int flags = 0;
+    } last;
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return errno;
-    *duplicate = copy;
-    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+    struct stat info;
+    int flags = last.flags;
+    if (fstat(copy, &info) < 0) {
+        int error = errno;
+        close(copy);
+        return error;
+    }
+    FileId id{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+    if (last.fd != fd || !(last.file == id)) {
+        flags = fcntl(copy, F_GETFL);
+        if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY) {
+            int error = flags < 0 ? errno : EBADF;
+            close(copy);
+            return error;
+        }
+        last = {fd, id, flags};
+    }
 #ifdef O_DIRECT
-    file->packet = (flags & O_DIRECT) != 0;
+    id.packet = (flags & O_DIRECT) != 0;
 #endif
+    *duplicate = copy;
+    *file = id;
     return 0;
 }
 

@@ -128,6 +128,24 @@ def _size_option(name: str, value: int) -> int:
     return min(value, 1 << 62)  # beyond any real size: "no limit"
 
 
+def _options(
+    chunk: int | None, pipe_size: int | None, vmsplice: bool | None, relay: bool | None
+) -> tuple[int, int, bool, bool]:
+    """The engine's (chunk, pipe_size, vmsplice, relay), the defaults filling in."""
+    vmsplice = _VMSPLICE if vmsplice is None else bool(vmsplice)
+    return (
+        _CHUNK if chunk is None else _size_option("chunk", chunk),
+        (_VMSPLICE_PIPE_SIZE if vmsplice else _PIPE_SIZE)
+        if pipe_size is None
+        else _size_option("pipe_size", pipe_size),
+        vmsplice,
+        _RELAY if relay is None else bool(relay),
+    )
+
+
+_DEFAULT_OPTIONS = _options(None, None, None, None)  # pipe() takes them for every frame
+
+
 def pipe(
     data: Pipeable | None = None,
     file: int | None = None,
@@ -170,37 +188,32 @@ def pipe(
     if data is None or file is None:
         raise TypeError("pipe() needs the data and the file descriptor to write it to")
     fd = file if type(file) is int and 0 <= file <= _FD_MAX else _fd_of(file)
-    vmsplice = _VMSPLICE if vmsplice is None else bool(vmsplice)
-    options = (
-        _CHUNK if chunk is None else _size_option("chunk", chunk),
-        (_VMSPLICE_PIPE_SIZE if vmsplice else _PIPE_SIZE)
-        if pipe_size is None
-        else _size_option("pipe_size", pipe_size),
-        vmsplice,
-        _RELAY if relay is None else bool(relay),
-    )
+    if chunk is None and pipe_size is None and vmsplice is None and relay is None:
+        options = _DEFAULT_OPTIONS
+    else:
+        options = _options(chunk, pipe_size, vmsplice, relay)
     gl = gl_buffer(data)
-    queued = None
+    if gl is None:
+        _engine.submit(data, fd, _viewed(data), *options)
+        return
+    mglo, wrapper = gl
+    view = _mappings.view(mglo)
+    if view is None:
+        view = _mappings.map(mglo, wrapper)
+    else:  # still mapped since its last pipe(): GL cannot have written it since
+        warnings.warn(
+            "moderngl buffer piped again without sync(buffer) in between: GL cannot write "
+            "a buffer while it is mapped for piping, so call turbopipe.sync(buffer) before "
+            "writing it (fbo.read_into...)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     try:
-        if gl is None:
-            _engine.submit(data, fd, _viewed(data), *options)
-        else:
-            mglo, wrapper = gl
-            view = _mappings.view(mglo)
-            if view is None:
-                view = _mappings.map(mglo, wrapper)
-            else:  # still mapped since its last pipe(): GL cannot have written it since
-                warnings.warn(
-                    "moderngl buffer piped again without sync(buffer) in between: GL "
-                    "cannot write a buffer while it is mapped for piping, so call "
-                    "turbopipe.sync(buffer) before writing it (fbo.read_into...)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            _engine.submit(view, fd, mglo, *options)  # after its previous write
-            queued = mglo
-    finally:  # a buffer whose submit failed is unmapped here too
-        _mappings.unmap_idle(_engine.busy, queued=queued)
+        _engine.submit(view, fd, mglo, *options)  # after its previous write
+    except BaseException:
+        _mappings.unmap_idle(_engine.busy)  # including this one, which is not queued
+        raise
+    _mappings.unmap_idle(_engine.busy, queued=mglo, all=False)
 
 
 def sync(

@@ -25,16 +25,31 @@ _GL_ARRAY_BUFFER = 0x8892
 _GL_ARRAY_BUFFER_BINDING = 0x8894
 
 
+# type -> 0: not moderngl's, 1: moderngl.Buffer (or a subclass), 2: its .mglo. Filled on
+# first sight of each type: pipe() asks for every frame.
+_KINDS: dict[type, int] = {}
+_WRAPPER, _MGLO = 1, 2
+
+
+def _kind(kind: type) -> int:
+    moderngl = sys.modules.get("moderngl")
+    if moderngl is None:  # not imported yet: so not a moderngl type, but do not remember
+        return 0
+    if issubclass(kind, moderngl.Buffer):
+        _KINDS[kind] = _WRAPPER
+    else:
+        _KINDS[kind] = _MGLO if kind.__module__ == "mgl" and kind.__name__ == "Buffer" else 0
+    return _KINDS[kind]
+
+
 def gl_buffer(data: object) -> tuple[object, object | None] | None:
     """(mglo, wrapper) when data is a moderngl.Buffer or its .mglo, else None."""
-    moderngl = sys.modules.get("moderngl")
-    if moderngl is None:
-        return None
-    if isinstance(data, moderngl.Buffer):
-        return data.mglo, data
-    if type(data).__module__ == "mgl" and type(data).__name__ == "Buffer":
-        return data, None
-    return None
+    kind = _KINDS.get(type(data))
+    if kind is None:
+        kind = _kind(type(data))
+    if kind == _WRAPPER:
+        return data.mglo, data  # type: ignore[attr-defined]
+    return (data, None) if kind == _MGLO else None
 
 
 class _BufferBinding:
@@ -57,22 +72,22 @@ class _BufferBinding:
 
 
 class _Mapping:
-    __slots__ = ("binding", "glo", "mglo", "thread", "view")
+    __slots__ = ("glo", "mglo", "thread", "view", "wrapper")
 
-    def __init__(self, mglo: object, view: memoryview, glo: int, binding: _BufferBinding) -> None:
+    def __init__(self, mglo: object, view: memoryview, wrapper: object | None, glo: int) -> None:
         self.mglo = mglo  # held: its id() keys the mapping
         self.view = view
+        self.wrapper = wrapper  # its .glo names the buffer; without one, glo does
         self.glo = glo
-        self.binding = binding
         self.thread = get_ident()
 
-    def unmap(self) -> None:
-        previous = self.binding.current()
-        self.binding.bind(self.glo)
+    def unmap(self, binding: _BufferBinding) -> None:
+        previous = binding.current()
+        binding.bind(self.glo if self.wrapper is None else self.wrapper.glo)  # type: ignore[attr-defined]
         try:
             self.view.release()
         finally:
-            self.binding.bind(previous)
+            binding.bind(previous)
 
 
 class Mappings:
@@ -86,9 +101,9 @@ class Mappings:
         """Map mglo, which is not mapped, for writing out."""
         binding = self._binding or self._binding_for(wrapper)
         view = memoryview(mglo)  # type: ignore[arg-type]
-        # moderngl binds the buffer to GL_ARRAY_BUFFER to map it: that is its name.
-        glo = getattr(wrapper, "glo", None) or binding.current()
-        self._live[id(mglo)] = _Mapping(mglo, view, glo, binding)
+        # moderngl binds the buffer to GL_ARRAY_BUFFER to map it: that names a bare mglo.
+        glo = 0 if wrapper is not None else binding.current()
+        self._live[id(mglo)] = _Mapping(mglo, view, wrapper, glo)
         return view
 
     def view(self, mglo: object) -> memoryview | None:
@@ -102,18 +117,25 @@ class Mappings:
 
     def unmap(self, mglo: object) -> None:
         mapping = self._live.pop(id(mglo), None)
-        if mapping is not None:
-            mapping.unmap()
+        if mapping is not None and self._binding is not None:
+            mapping.unmap(self._binding)
 
-    def unmap_idle(self, busy: Callable[[object], bool], queued: object = None) -> None:
-        """Unmap every buffer this thread mapped whose writes are done (``queued`` was
-        just piped: it is not)."""
+    def unmap_idle(
+        self, busy: Callable[[object], bool], queued: object = None, *, all: bool = True
+    ) -> None:
+        """Unmap the buffers this thread mapped whose writes are done (``queued`` was just
+        piped: it is not). ``all=False`` is pipe()'s quick sweep: oldest first, it stops
+        at the first still being written, as the later ones most likely are too."""
         if len(self._live) <= (queued is not None):  # none, or only the one just piped
             return
         thread = get_ident()
-        for mapping in list(self._live.values()):
-            if mapping.mglo is not queued and mapping.thread == thread and not busy(mapping.mglo):
+        for mapping in list(self._live.values()):  # in the order they were mapped
+            if mapping.mglo is queued or mapping.thread != thread:
+                continue
+            if not busy(mapping.mglo):
                 self.unmap(mapping.mglo)
+            elif not all:
+                return
 
     def _binding_for(self, wrapper: object | None) -> _BufferBinding:
         # GL entry points from glcontext's loader are dispatch stubs valid in any context.
