@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -29,22 +30,27 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 class Reader:
-    """Drains the read end of a pipe on a thread, keeping a digest and a byte count."""
+    """Drains the read end of a pipe on a thread, keeping a digest and a byte count; a
+    slow reader reads `chunk` bytes at a time and sleeps `pause` seconds after each."""
 
-    def __init__(self, fd: int, keep: bool = False) -> None:
+    def __init__(self, fd: int, keep: bool = False, chunk: int = 1 << 20, pause: float = 0) -> None:
         self.fd = fd
         self.digest = hashlib.md5()
         self.count = 0
         self.data = bytearray() if keep else None
+        self.chunk = chunk
+        self.pause = pause
         self.thread = threading.Thread(target=self._drain, daemon=True)
         self.thread.start()
 
     def _drain(self) -> None:
-        while chunk := os.read(self.fd, 1 << 20):
+        while chunk := os.read(self.fd, self.chunk):
             self.digest.update(chunk)
             self.count += len(chunk)
             if self.data is not None:
                 self.data += chunk
+            if self.pause:
+                time.sleep(self.pause)
 
     def join(self) -> str:
         self.thread.join(timeout=60)

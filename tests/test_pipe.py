@@ -338,21 +338,12 @@ def test_vmsplice_tails_are_not_overwritten_before_they_are_read() -> None:
     buffers, reused in turn while a slow reader still has earlier items to read."""
     read_fd, write_fd = os.pipe()  # 64 KiB
     items = [bytes([i]) * (64 * 1024 + 4096) for i in range(1, 41)]
-    received = []
-
-    def read_slowly() -> None:
-        while chunk := os.read(read_fd, 16 * 1024):
-            received.append(chunk)
-            time.sleep(0.0005)
-
-    reader = in_thread(read_slowly)
+    reader = Reader(read_fd, chunk=16 * 1024, pause=0.0005)
     for item in items:
         turbopipe.pipe(item, write_fd, pipe_size=0, vmsplice=True)
     turbopipe.sync()
     os.close(write_fd)
-    reader.join(timeout=60)
-    os.close(read_fd)
-    assert md5(b"".join(received)) == md5(*items)
+    assert reader.join() == md5(*items)
 
 
 def test_vmsplice_when_the_pipe_grows_during_an_item() -> None:
@@ -360,14 +351,7 @@ def test_vmsplice_when_the_pipe_grows_during_an_item() -> None:
     the pipe meanwhile. Its last pipe-full of the old size no longer proves the reader
     took the spliced pages, so sync() must wait until the pipe is empty."""
     read_fd, write_fd = os.pipe()  # 64 KiB
-    received = []
-
-    def read_slowly() -> None:
-        while chunk := os.read(read_fd, 64 * 1024):
-            received.append(chunk)
-            time.sleep(0.001)
-
-    reader = in_thread(read_slowly)
+    reader = Reader(read_fd, keep=True, chunk=64 * 1024, pause=0.001)
     frame = np.full(8 * MiB, 2, np.uint8)
     turbopipe.pipe(frame, write_fd, pipe_size=0, vmsplice=True)
     time.sleep(0.03)  # the engine is splicing the first megabytes
@@ -378,9 +362,8 @@ def test_vmsplice_when_the_pipe_grows_during_an_item() -> None:
     turbopipe.sync(frame)
     frame[:] = 0  # the memory is ours again
     os.close(write_fd)
-    reader.join(timeout=60)
-    os.close(read_fd)
-    assert b"".join(received) == np.full(8 * MiB, 2, np.uint8).tobytes()
+    reader.join()
+    assert reader.data == np.full(8 * MiB, 2, np.uint8).tobytes()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="becomes another user to be denied reading")
@@ -435,14 +418,7 @@ def test_vmsplice_when_the_pipe_grew_behind_the_engines_back() -> None:
     last pipe-capacity bytes of an item no longer prove that the reader took the spliced
     pages, so sync() must wait until the pipe is empty before the memory is changed."""
     read_fd, write_fd = os.pipe()
-    received = []
-
-    def read_slowly() -> None:
-        while chunk := os.read(read_fd, 64 * 1024):
-            received.append(chunk)
-            time.sleep(0.001)
-
-    reader = in_thread(read_slowly)
+    reader = Reader(read_fd, keep=True, chunk=64 * 1024, pause=0.001)
     first = np.full(MiB, 1, np.uint8)
     turbopipe.pipe(first, write_fd, pipe_size=0, vmsplice=True)
     turbopipe.sync(first)
@@ -455,9 +431,8 @@ def test_vmsplice_when_the_pipe_grew_behind_the_engines_back() -> None:
     turbopipe.sync(frame)
     frame[:] = 0  # the memory is ours again
     os.close(write_fd)
-    reader.join(timeout=60)
-    os.close(read_fd)
-    assert b"".join(received) == first.tobytes() + np.full(4 * MiB, 2, np.uint8).tobytes()
+    reader.join()
+    assert reader.data == first.tobytes() + np.full(4 * MiB, 2, np.uint8).tobytes()
 
 
 def test_vmsplice_never_lets_the_reader_see_later_changes() -> None:
