@@ -231,17 +231,26 @@ def test_another_thread_may_pipe_a_buffer_the_gl_thread_mapped(
 
 
 def test_a_forked_child_leaves_the_parents_mappings_alone(tmp_path: Path) -> None:
+    """Neither the child's engine nor its mappings may release the parent's exports: for a
+    moderngl buffer that would run glUnmapBuffer in the child."""
     result = run_with_engine(
         f"""
-        import os, moderngl
+        import os, time, moderngl
         ctx = moderngl.create_standalone_context(backend="egl")
         buffer = ctx.buffer(b"x" * 4096)
         fd = os.open({str(tmp_path / "out")!r}, os.O_WRONLY | os.O_CREAT)
         turbopipe.pipe(buffer, fd)  # mapped until its sync
+        time.sleep(0.2)
+        turbopipe.pipe(b"audio", fd)  # the engine lets go of the written buffer's export
         pid = os.fork()
         if pid == 0:  # no GL here: the child must not touch the mapping
             turbopipe.pipe(b"child", os.open({str(tmp_path / "child")!r}, os.O_WRONLY | os.O_CREAT))
             turbopipe.sync()
+            try:
+                memoryview(buffer.mglo)
+                print("unmapped in the child", flush=True)
+            except BufferError:
+                print("still mapped in the child", flush=True)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         turbopipe.sync(buffer)
@@ -250,5 +259,6 @@ def test_a_forked_child_leaves_the_parents_mappings_alone(tmp_path: Path) -> Non
         """
     )
     assert "child 0 GL_NO_ERROR" in result.stdout, result.stderr
-    assert (tmp_path / "out").read_bytes() == b"x" * 4096
+    assert "still mapped in the child" in result.stdout, result.stderr
+    assert (tmp_path / "out").read_bytes() == b"x" * 4096 + b"audio"
     assert (tmp_path / "child").read_bytes() == b"child"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,23 @@ def test_a_read_only_view_of_a_reused_array(tmp_path: Path, ffmpeg_exe: str) -> 
             video.write(view)
     decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
     assert [int(f.mean()) for f in decoded] == list(range(10))
+
+
+def test_output_to_stdout(tmp_path: Path, ffmpeg_exe: str) -> None:
+    """FFmpeg writes "-" to the writer's own stdout, as it would on the command line."""
+    frames = [f.tobytes() for f in random_frames(3)]
+    script = f"""
+import sys
+from turbopipe import VideoWriter
+with VideoWriter("-", {W}, {H}, codec="ffv1", pix_fmt="rgb24", extra_args=["-f", "matroska"],
+                 ffmpeg={ffmpeg_exe!r}) as video:
+    for frame in {frames!r}:
+        video.write(frame)
+"""
+    video = tmp_path / "out.mkv"
+    with video.open("wb") as stdout:
+        subprocess.run([sys.executable, "-c", script], stdout=stdout, check=True, timeout=60)
+    assert decode(ffmpeg_exe, video) == b"".join(frames)
 
 
 def test_bytes_frames(tmp_path: Path, ffmpeg_exe: str) -> None:

@@ -54,13 +54,19 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         stream = std::move(created);
     }
     stream->fd = fd;
+    Item queued = item;
+    // vmsplice only into a pipe the engine could empty (fdio.hpp); else a plain write().
+    if (queued.options.vmsplice && queued.file.pipe) {
+        if (!stream->emptiable) stream->emptiable = can_empty_pipe(queued.descriptor);
+        if (!*stream->emptiable) queued.options.vmsplice = queued.options.relay = false;
+    }
     // The worker uses the relay only if it saw it open, under this lock. Failing to open
     // leaves the items to write().
-    if (item.options.relay && !item.options.vmsplice && item.file.pipe &&
+    if (queued.options.relay && !queued.options.vmsplice && queued.file.pipe &&
         !stream->relay.is_open()) {
         stream->relay.open();
     }
-    stream->queue.push_back(item);
+    stream->queue.push_back(queued);
     active_keys_.insert(item.key);
     // Woken after unlocking, so that it does not wake only to wait for the lock (measured:
     // the median submit with vmsplice went from 15 to 1.5 us). Meanwhile the stream may

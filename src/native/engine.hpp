@@ -103,6 +103,7 @@ private:
         std::condition_variable wake;
         std::thread worker;
         Relay relay;        // opened by submit; the worker uses it if it saw it open
+        std::optional<bool> emptiable;  // can_empty_pipe, asked by the first vmsplice item
         TailBuffers tails;  // the worker's only
 
         bool idle() const { return queue.empty() && !writing; }

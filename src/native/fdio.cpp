@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <csignal>
 #include <cstring>
 #include <string>
@@ -48,6 +49,9 @@ void discard_pending_sigpipe() {
     }
 }
 
+// The destination or the system refused splicing: write() does the rest.
+bool splice_refused(int error) { return error == EINVAL || error == ENOSYS || error == EPERM; }
+
 #ifdef __linux__
 // Smaller items go through write(): the relay gains nothing there, and each fill takes
 // whole pipe pages, where successive write()s share a page.
@@ -57,10 +61,20 @@ constexpr size_t kRelayMinimum = 64 * 1024;
 // smaller. Asked once per item: asking takes the pipe's lock, which the reader holds
 // while it copies out, and the pipe may have been replaced (a FIFO reopened) or resized.
 int pipe_capacity(int fd, size_t wanted) {
+    // Unprivileged processes are capped by /proc/sys/fs/pipe-max-size: no item need ask
+    // for more in vain. Below it, the user's pipe quota may refuse growth; settle for less.
+    static const size_t max_size = [] {
+        FILE* file = std::fopen("/proc/sys/fs/pipe-max-size", "r");
+        unsigned long size = INT_MAX;
+        if (file) {
+            if (std::fscanf(file, "%lu", &size) != 1) size = INT_MAX;
+            std::fclose(file);
+        }
+        return std::min<size_t>(size, INT_MAX);
+    }();
     int current = fcntl(fd, F_GETPIPE_SZ);
     if (current < 0) return 0;
-    // Unprivileged processes are capped by /proc/sys/fs/pipe-max-size; settle for less.
-    for (size_t size = std::min<size_t>(wanted, INT_MAX); size > size_t(current); size /= 2) {
+    for (size_t size = std::min(wanted, max_size); size > size_t(current); size /= 2) {
         if (fcntl(fd, F_SETPIPE_SZ, int(size)) >= 0) return std::max(fcntl(fd, F_GETPIPE_SZ), 0);
     }
     return current;
@@ -87,30 +101,17 @@ int vmsplice_all(int fd, const uint8_t* data, size_t size, size_t* spliced) {
     return 0;
 }
 
-// A read end of the engine's own for the pipe fd writes to, or -1 (no /proc, or a FIFO
-// the process may write but not read).
-int open_read_end(int fd) {
-    std::string path = "/proc/self/fd/" + std::to_string(fd);
-    return open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-}
+std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 // Empties a pipe whose reader is gone, through a read end of its own: a later reader
 // (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
 void drop_unread(int fd) {
-    int reader = open_read_end(fd);
+    int reader = open(proc_path(fd).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (reader < 0) return;
     uint8_t scratch[65536];
     while (read(reader, scratch, sizeof scratch) > 0) {
     }
     close(reader);
-}
-
-// Whether drop_unread could empty the pipe: the condition for splicing the caller's pages.
-bool can_drop_unread(int fd) {
-    int reader = open_read_end(fd);
-    if (reader < 0) return false;
-    close(reader);
-    return true;
 }
 
 // Sleeps until no spliced page is left in the pipe: the reader took them all, or it is
@@ -124,10 +125,8 @@ void wait_drained(int fd) {
     }
 }
 
-bool splice_refused(int error) {
-    // Memory the kernel cannot pin (device mappings), or no vmsplice here.
-    return error == EFAULT || error == EINVAL || error == ENOSYS || error == EPERM;
-}
+// vmsplice also refuses memory the kernel cannot pin (device mappings) with EFAULT.
+bool vmsplice_refused(int error) { return splice_refused(error) || error == EFAULT; }
 
 // Splices all but the last pipe-capacity bytes of the caller's memory, then that tail from
 // a copy in `tails`: once the tail is in, the pipe has held nothing but it, so the reader
@@ -141,7 +140,7 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
     int error = 0;
     if (capacity > 0 && size > size_t(capacity)) {
         error = vmsplice_all(fd, data, size - size_t(capacity), &head);
-        if (splice_refused(error)) error = 0;
+        if (vmsplice_refused(error)) error = 0;
     }
     size_t rest = size - head, tail = 0;
     uint8_t* buffer = head && !error && rest == size_t(capacity) ? tails->next(rest) : nullptr;
@@ -149,7 +148,7 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
         std::memcpy(buffer, data + head, rest);
         error = vmsplice_all(fd, buffer, rest, &tail);
         if (tail) tails->sent();
-        if (splice_refused(error)) error = 0;
+        if (vmsplice_refused(error)) error = 0;
     }
     if (!error && tail < rest) {  // the tail, or what splicing left of it
         size_t more = 0;
@@ -268,39 +267,33 @@ void Relay::discard() {
 #endif
 }
 
+bool can_empty_pipe(int fd) {
+#ifdef __linux__
+    // Asked, not opened: a read end, even for a moment, could be inherited by a fork.
+    return faccessat(AT_FDCWD, proc_path(fd).c_str(), R_OK, AT_EACCESS) == 0;
+#else
+    (void)fd;
+    return false;
+#endif
+}
+
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
-    // The flags of the last writable descriptor captured on this thread, with its number
-    // and file: saves a syscall per call. The access mode changes only with a new open(),
-    // which for the same number and file could only delay a read-only EBADF to the write.
-    thread_local struct {
-        int fd = -1;
-        FileId file{};
-        int flags = 0;
-    } last;
+    // Duplicated first, then asked: what is checked is what will be written to.
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return errno;
     struct stat info;
-    int flags = last.flags;
-    if (fstat(copy, &info) < 0) {
-        int error = errno;
+    int flags = fcntl(copy, F_GETFL);
+    int error = flags < 0 || fstat(copy, &info) < 0 ? errno : 0;
+    if (!error && (flags & O_ACCMODE) == O_RDONLY) error = EBADF;
+    if (error) {
         close(copy);
         return error;
     }
-    FileId id{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
-    if (last.fd != fd || !(last.file == id)) {
-        flags = fcntl(copy, F_GETFL);
-        if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY) {
-            int error = flags < 0 ? errno : EBADF;
-            close(copy);
-            return error;
-        }
-        last = {fd, id, flags};
-    }
-#ifdef O_DIRECT
-    id.packet = (flags & O_DIRECT) != 0;
-#endif
     *duplicate = copy;
-    *file = id;
+    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+#ifdef O_DIRECT
+    file->packet = (flags & O_DIRECT) != 0;
+#endif
     return 0;
 }
 
@@ -337,7 +330,7 @@ int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
         int capacity = pipe_capacity(fd, options.pipe_size);
         // A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
         bool spliceable = !file.packet;
-        if (spliceable && options.vmsplice && can_drop_unread(fd)) {
+        if (spliceable && options.vmsplice) {
             error = vmsplice_item(fd, data, size, capacity, options.chunk, tails, written);
         } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
                    capacity > 0 && relay->ready(size_t(capacity))) {
@@ -348,7 +341,7 @@ int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
     (void)file, (void)options, (void)relay, (void)tails;
 #endif
     // write() what is left: not a pipe, no splicing asked, or splicing refused.
-    if (error == kNotSpliced || error == EINVAL || error == ENOSYS || error == EPERM) {
+    if (error == kNotSpliced || splice_refused(error)) {
         size_t rest = 0;
         error = write_all(fd, data + *written, size - *written, options.chunk, &rest);
         *written += rest;

@@ -99,6 +99,11 @@ private:
 // with EBADF for a closed or read-only descriptor.
 int capture_descriptor(int fd, int* duplicate, FileId* file);
 
+// Whether the engine could open a read end of the pipe fd writes to, and so empty it of
+// spliced pages when its reader dies: the condition for vmsplice (no /proc, or a FIFO the
+// process may write but not read, and it copies instead).
+bool can_empty_pipe(int fd);
+
 // Closes a descriptor made by capture_descriptor.
 void release_descriptor(int fd);
 

@@ -16,6 +16,7 @@ import array
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import select
 import signal
@@ -135,16 +136,20 @@ def _to_fd(fd: Any) -> int:
 
 def _capture_descriptor(fd: int) -> _Target:
     """A close-on-exec duplicate of fd, and what it names (see fdio.hpp)."""
+    duplicate = -1
     try:
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        # Duplicated first, then asked: what is checked is what will be written to.
+        duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        flags = fcntl.fcntl(duplicate, fcntl.F_GETFL)
+        info = os.fstat(duplicate)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        info = os.fstat(fd)
-        duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
         packet = bool(flags & getattr(os, "O_DIRECT", 0))
         file = (info.st_dev, info.st_ino)
         return _Target(fd, duplicate, file, stat.S_ISFIFO(info.st_mode), packet)
     except OSError as error:
+        if duplicate >= 0:
+            os.close(duplicate)
         code = error.errno or errno.EBADF
         detail = " is not open for writing" if code == errno.EBADF else ": cannot hold on to it"
         raise _os_error(code, f"fd {fd}{detail}") from None
@@ -481,6 +486,17 @@ def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
     return written, 0
 
 
+@functools.cache
+def _pipe_max_size() -> int:
+    """Unprivileged processes are capped by /proc/sys/fs/pipe-max-size: no item need ask
+    for more in vain. Below it, the user's pipe quota may refuse growth; settle for less."""
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as file:
+            return min(int(file.read()), _INT_MAX)
+    except (OSError, ValueError):
+        return _INT_MAX
+
+
 def _pipe_capacity(fd: int, wanted: int) -> int:
     """The pipe's size in bytes (0 if unknown), after growing it towards ``wanted`` if it
     is smaller (see fdio.cpp)."""
@@ -488,8 +504,7 @@ def _pipe_capacity(fd: int, wanted: int) -> int:
         current: int = fcntl.fcntl(fd, _F_GETPIPE_SZ)
     except OSError:
         return 0
-    # Unprivileged processes are capped by /proc/sys/fs/pipe-max-size; settle for less.
-    size = min(wanted, _INT_MAX)
+    size = min(wanted, _pipe_max_size())
     while size > current:
         try:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
@@ -499,15 +514,18 @@ def _pipe_capacity(fd: int, wanted: int) -> int:
     return current
 
 
+_inherited: list[object] = []  # a forked child's copy of its parent's queues
+
+
 def _reset_after_fork() -> None:
-    # The parent's workers do not exist in the child: start over with fresh state.
-    global _lock, _progress
+    # The parent's workers do not exist in the child: start over with fresh state. The
+    # parent's items are kept, never freed: freeing one releases its buffer export, which
+    # for a moderngl buffer runs glUnmapBuffer (as the native engine leaks its old state).
+    global _lock, _progress, _streams, _files, _active_keys, _finished
+    _inherited.append((_streams, _finished))
     _lock = threading.RLock()
     _progress = threading.Condition(_lock)
-    _streams.clear()
-    _files.clear()
-    _active_keys.clear()
-    _finished.clear()
+    _streams, _files, _active_keys, _finished = {}, {}, set(), []
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from collections.abc import Callable
-from threading import get_ident
 from typing import Any
 
 _GL_ARRAY_BUFFER = 0x8892
@@ -71,6 +71,18 @@ class _BufferBinding:
         self._bind(_GL_ARRAY_BUFFER, glo)
 
 
+_THREAD = threading.local()
+
+
+def _this_thread() -> object:
+    """A token for the calling thread, never another's (thread ids are reused)."""
+    try:
+        return _THREAD.token
+    except AttributeError:
+        _THREAD.token = token = object()
+        return token
+
+
 class _Mapping:
     __slots__ = ("glo", "mglo", "thread", "view", "wrapper")
 
@@ -79,7 +91,7 @@ class _Mapping:
         self.view = view
         self.wrapper = wrapper  # its .glo names the buffer; without one, glo does
         self.glo = glo
-        self.thread = get_ident()
+        self.thread = _this_thread()  # the one whose GL context mapped it
 
     def unmap(self, binding: _BufferBinding) -> None:
         previous = binding.current()
@@ -88,6 +100,9 @@ class _Mapping:
             self.view.release()
         finally:
             binding.bind(previous)
+
+
+_INHERITED: list[object] = []  # a forked child's records of its parent's mappings
 
 
 class Mappings:
@@ -112,8 +127,10 @@ class Mappings:
         return None if mapping is None else mapping.view
 
     def forget(self) -> None:
-        """Drop every record without unmapping (in a forked child)."""
-        self._live.clear()
+        """Let go of every record without unmapping (in a forked child). Kept alive, never
+        freed: freeing a view releases its export, and moderngl unmaps in its release."""
+        _INHERITED.append(self._live)
+        self._live = {}
 
     def unmap(self, mglo: object) -> None:
         mapping = self._live.pop(id(mglo), None)
@@ -128,9 +145,9 @@ class Mappings:
         at the first still being written, as the later ones most likely are too."""
         if len(self._live) <= (queued is not None):  # none, or only the one just piped
             return
-        thread = get_ident()
+        thread = _this_thread()
         for mapping in list(self._live.values()):  # in the order they were mapped
-            if mapping.mglo is queued or mapping.thread != thread:
+            if mapping.mglo is queued or mapping.thread is not thread:
                 continue
             if not busy(mapping.mglo):
                 self.unmap(mapping.mglo)

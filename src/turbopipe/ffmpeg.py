@@ -77,7 +77,7 @@ class FFmpegProcess:
         self._process = subprocess.Popen(
             self.argv,
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=None,  # ours: an output of "-" (or pipe:1) goes where our stdout goes
             stderr=subprocess.PIPE,
             **options,  # type: ignore[call-overload]
         )

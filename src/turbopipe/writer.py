@@ -1,7 +1,7 @@
 """VideoWriter: frames from numpy, bytes or moderngl into a video file through FFmpeg.
 
 Every byte goes through ``turbopipe.pipe``. The writer owns its FFmpeg, which read()s its
-stdin, so it turns on the engine's kernel zero-copy (vmsplice) and a 1 MiB pipe.
+stdin, so it turns on the engine's kernel zero-copy (vmsplice), with a 512 KiB pipe.
 """
 
 from __future__ import annotations
