@@ -633,6 +633,36 @@ def test_close_from_one_thread_while_another_pipes(make_pipe: type[Pipe]) -> Non
     assert pipe.finish() == md5(*payloads)
 
 
+@pytest.mark.parametrize("wait", ["sync", "sync_file", "close"])
+def test_waits_end_while_another_thread_keeps_piping(wait: str) -> None:
+    """sync() and close() wait for what was queued before they were called: another
+    thread that keeps the queue full cannot keep them waiting."""
+    read_fd, write_fd = os.pipe()
+    reader = Reader(read_fd, chunk=64 * 1024, pause=0.001)
+    payloads = make_payloads(8, 256 * 1024)
+    piped: list[bytes] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            payload = payloads[len(piped) % len(payloads)]
+            turbopipe.pipe(payload, write_fd)
+            piped.append(payload)
+
+    producer = in_thread(produce)
+    time.sleep(0.2)
+    waits = {"sync": turbopipe.sync, "sync_file": lambda: turbopipe.sync(file=write_fd)}
+    waited = in_thread(waits.get(wait, turbopipe.close))
+    waited.join(timeout=10)
+    returned = not waited.is_alive()
+    stop.set()
+    producer.join(timeout=60)
+    turbopipe.sync()
+    os.close(write_fd)
+    assert returned, f"{wait} waited for the other thread's later writes"
+    assert reader.join() == md5(*piped)
+
+
 def test_interpreter_exit_flushes_queued_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     target = tmp_path / "out.bin"
     result = run_with_engine(

@@ -55,6 +55,7 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     }
     stream->fd = fd;
     Item queued = item;
+    queued.order = next_order_++;
     // vmsplice only into a pipe the engine could empty (fdio.hpp); else a plain write().
     if (queued.options.vmsplice && queued.file.pipe) {
         if (!stream->emptiable) stream->emptiable = can_empty_pipe(queued.descriptor);
@@ -86,21 +87,30 @@ Outcome Engine::wait_key(uintptr_t key, Deadline deadline, Failure* failure) {
     return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
 
-Outcome Engine::wait_fd(int fd, Deadline deadline, Failure* failure) {
+uint64_t Engine::mark() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return next_order_;
+}
+
+Outcome Engine::wait_fd(int fd, uint64_t mark, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    auto idle = [&] {
+    auto done = [&] {
         Stream* stream = stream_of_fd(fd);
-        return !stream || stream->idle();
+        return !stream || stream->done_before(mark);
     };
-    if (!progress_.wait_until(lock, deadline, idle)) return Outcome::TimedOut;
+    if (!progress_.wait_until(lock, deadline, done)) return Outcome::TimedOut;
     return take_failure(stream_of_fd(fd), failure) ? Outcome::Failed : Outcome::Done;
 }
 
-Outcome Engine::wait_all(Deadline deadline, Failure* failure) {
+Outcome Engine::wait_all(uint64_t mark, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!progress_.wait_until(lock, deadline, [&] { return active_keys_.empty(); })) {
-        return Outcome::TimedOut;
-    }
+    auto done = [&] {
+        for (auto& [file, stream] : streams_) {
+            if (!stream->done_before(mark)) return false;
+        }
+        return true;
+    };
+    if (!progress_.wait_until(lock, deadline, done)) return Outcome::TimedOut;
     Stream* stream = failed_stream([](const Failure&) { return true; });
     return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
@@ -170,6 +180,7 @@ void Engine::run(Stream* stream) {
         Item item = stream->queue.front();
         stream->queue.pop_front();
         stream->writing = true;
+        stream->writing_order = item.order;
         Relay* relay = stream->relay.is_open() ? &stream->relay : nullptr;
 
         lock.unlock();

@@ -46,6 +46,7 @@ struct Item {
     uintptr_t key;   // identity that wait_key() waits on
     void* owner;     // the caller's handle keeping `data` alive
     WriteOptions options;
+    uint64_t order = 0;  // set by submit: the items before it have lower ones
 };
 
 struct Failure {
@@ -74,8 +75,12 @@ public:
     Outcome submit(int fd, const Item& item, Deadline deadline, Failure* failure);
 
     Outcome wait_key(uintptr_t key, Deadline deadline, Failure* failure);
-    Outcome wait_fd(int fd, Deadline deadline, Failure* failure);
-    Outcome wait_all(Deadline deadline, Failure* failure);
+
+    // What wait_fd and wait_all wait for: the items submitted before this call, not those
+    // other threads submit meanwhile (else they could wait for ever). Taken once per wait.
+    uint64_t mark();
+    Outcome wait_fd(int fd, uint64_t mark, Deadline deadline, Failure* failure);
+    Outcome wait_all(uint64_t mark, Deadline deadline, Failure* failure);
 
     // Stops and joins the workers of idle streams with nothing to report; a later submit
     // starts them again.
@@ -97,6 +102,7 @@ private:
         FileId file;
         std::deque<Item> queue;
         bool writing = false;
+        uint64_t writing_order = 0;  // the order of the item being written
         bool stopping = false;
         bool exited = false;  // its worker returned after idling; join it
         std::optional<Failure> failure;
@@ -107,6 +113,11 @@ private:
         TailBuffers tails;  // the worker's only
 
         bool idle() const { return queue.empty() && !writing; }
+        // Whether every item submitted before `mark` is done here.
+        bool done_before(uint64_t mark) const {
+            if (writing) return writing_order >= mark;
+            return queue.empty() || queue.front().order >= mark;
+        }
     };
 
     void run(Stream* stream);
@@ -119,6 +130,7 @@ private:
 
     const size_t queue_limit_;
     std::mutex mutex_;
+    uint64_t next_order_ = 0;
     std::condition_variable progress_;  // an item finished or failed
     // Shared: submit() wakes a worker after unlocking, holding on to its stream meanwhile.
     std::map<FileId, std::shared_ptr<Stream>> streams_;

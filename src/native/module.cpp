@@ -171,24 +171,27 @@ PyObject* wait_fd(PyObject*, PyObject* arg) {
     int fd;
     if (!to_fd(arg, &fd)) return nullptr;
     Failure failure;
+    uint64_t mark = engine->mark();
     Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_fd(fd, deadline, out); },
+        [&](Deadline deadline, Failure* out) { return engine->wait_fd(fd, mark, deadline, out); },
         &failure);
     return conclude(outcome, failure);
 }
 
 PyObject* wait_all(PyObject*, PyObject*) {
     Failure failure;
+    uint64_t mark = engine->mark();
     Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_all(deadline, out); },
+        [&](Deadline deadline, Failure* out) { return engine->wait_all(mark, deadline, out); },
         &failure);
     return conclude(outcome, failure);
 }
 
 PyObject* stop(PyObject*, PyObject*) {
     Failure failure;
+    uint64_t mark = engine->mark();
     Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_all(deadline, out); },
+        [&](Deadline deadline, Failure* out) { return engine->wait_all(mark, deadline, out); },
         &failure);
     if (outcome != Outcome::TimedOut) {
         Py_BEGIN_ALLOW_THREADS
@@ -212,9 +215,9 @@ PyMethodDef methods[] = {
      "submit(data, fd, key, chunk, pipe_size, vmsplice, relay)\n--\n\n"
      "Queue data for fd, waiting while key is busy or the queue is full."},
     {"wait_key", wait_key, METH_O, "wait_key(key)\n--\n\nWait until key's write is done."},
-    {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until fd's queue is written."},
-    {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until every queue is written."},
-    {"stop", stop, METH_NOARGS, "stop()\n--\n\nWait for everything, then stop idle workers."},
+    {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until what was queued for fd before the call is written."},
+    {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until everything queued before the call is written."},
+    {"stop", stop, METH_NOARGS, "stop()\n--\n\nwait_all(), then stop idle workers."},
     {"busy", busy, METH_O, "busy(key)\n--\n\nWhether key has a write queued, in progress or failed unreported; if not, "
      "its export is released."},
     {nullptr, nullptr, 0, nullptr},

@@ -223,9 +223,10 @@ def sync(
 
     ``sync(data)`` waits for the writes of ``data`` (a moderngl.Buffer and its .mglo are
     the same object, and so are a memoryview and the object it views), ``sync(file=fd)``
-    for those of one descriptor, ``sync()`` for all. Afterwards the memory may be changed
-    again; a moderngl buffer is unmapped, so GL may write it. Raises the OSError of a
-    failed write among those waited for. ``buffer`` is the 1.x name of ``data``.
+    for those of one descriptor, ``sync()`` for all; the last two wait for what was queued
+    before the call, not for what other threads queue meanwhile. Afterwards the memory may
+    be changed again; a moderngl buffer is unmapped, so GL may write it. Raises the OSError
+    of a failed write among those waited for. ``buffer`` is the 1.x name of ``data``.
     """
     if data is None:
         data = buffer
@@ -248,7 +249,7 @@ def done(data: Pipeable) -> None:
 
 
 def close(file: int | None = None) -> None:
-    """Wait for every queued write, then stop the writer threads.
+    """Wait for every write queued before the call, then stop the idle writer threads.
 
     The module stays usable: a later pipe() starts them again. Called at interpreter exit,
     so queued writes are flushed, never cut. Raises the OSError of a failed write.

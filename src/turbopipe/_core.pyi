@@ -18,13 +18,13 @@ def wait_key(key: object, /) -> None:
     """Wait until key's write is done."""
 
 def wait_fd(fd: int, /) -> None:
-    """Wait until fd's queue is written."""
+    """Wait until what was queued for fd before the call is written."""
 
 def wait_all() -> None:
-    """Wait until every queue is written."""
+    """Wait until everything queued before the call is written."""
 
 def stop() -> None:
-    """Wait for everything, then stop idle workers."""
+    """wait_all(), then stop idle workers."""
 
 def busy(key: object, /) -> bool:
     """Whether key has a write queued, in progress or failed unreported; if not, its export

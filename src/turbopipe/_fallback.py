@@ -52,7 +52,7 @@ class _Target:
 
 
 class _Item:
-    __slots__ = ("chunk", "key", "pipe_size", "relay", "target", "view")
+    __slots__ = ("chunk", "key", "order", "pipe_size", "relay", "target", "view")
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class _Item:
         self.chunk = chunk
         self.pipe_size = pipe_size
         self.relay = relay
+        self.order = 0  # set by submit: the items before it have lower ones
 
 
 class _Failure:
@@ -96,6 +97,7 @@ class _Stream:
         self.file = file
         self.queue: deque[_Item] = deque()
         self.writing = False
+        self.writing_order = 0  # the order of the item being written
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
@@ -108,6 +110,12 @@ class _Stream:
     def idle(self) -> bool:
         return not self.queue and not self.writing
 
+    def done_before(self, mark: int) -> bool:
+        """Whether every item submitted before ``mark`` is done here."""
+        if self.writing:
+            return self.writing_order >= mark
+        return not self.queue or self.queue[0].order >= mark
+
 
 # All state below is guarded by _lock, never held during I/O. An RLock: if a second signal
 # interrupts a wait while it takes the lock back, releasing it raises instead of freeing
@@ -115,6 +123,7 @@ class _Stream:
 _lock = threading.RLock()
 _progress = threading.Condition(_lock)
 _streams: dict[tuple[int, int], _Stream] = {}  # by the file they write to
+_next_order = 0  # of the next item submitted
 _files: dict[int, tuple[int, int]] = {}  # fd number -> the file it last named
 _active_keys: set[int] = set()  # ids of keys of items queued or being written
 _finished: list[_Item] = []
@@ -210,6 +219,7 @@ def _wait(ready: Callable[[], bool]) -> None:
 def submit(
     data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice: bool, relay: bool
 ) -> None:
+    global _next_order
     fd = _to_fd(fd)
     view = memoryview(data)
     if not view.c_contiguous:
@@ -258,6 +268,8 @@ def submit(
                 stream.fd = fd
                 if item.relay and target.pipe:
                     stream.relay.open()
+                item.order = _next_order
+                _next_order += 1
                 stream.queue.append(item)
                 _active_keys.add(id(key))
                 stream.wake.notify()
@@ -276,30 +288,39 @@ def wait_key(key: object) -> None:
     _conclude(failure)
 
 
+# wait_fd, wait_all and stop wait for the items submitted before the call, not for those
+# other threads submit meanwhile (else they could wait for ever).
+
+
 def wait_fd(fd: int) -> None:
     fd = _to_fd(fd)
-
-    def idle() -> bool:
-        stream = _stream_of_fd(fd)
-        return stream is None or stream.idle()
-
     with _lock:
-        _wait(idle)
+        mark = _next_order
+
+        def done() -> bool:
+            stream = _stream_of_fd(fd)
+            return stream is None or stream.done_before(mark)
+
+        _wait(done)
         failure = _take_failure(_stream_of_fd(fd))
     _conclude(failure)
 
 
+def _wait_all() -> _Failure | None:
+    mark = _next_order
+    _wait(lambda: all(stream.done_before(mark) for stream in _streams.values()))
+    return _take_failure(_failed_stream(lambda f: True))
+
+
 def wait_all() -> None:
     with _lock:
-        _wait(lambda: not _active_keys)
-        failure = _take_failure(_failed_stream(lambda f: True))
+        failure = _wait_all()
     _conclude(failure)
 
 
 def stop() -> None:
     with _lock:
-        _wait(lambda: not _active_keys)
-        failure = _take_failure(_failed_stream(lambda f: True))
+        failure = _wait_all()
         stopped = _remove_streams(lambda s: s.idle() and s.failure is None)
     for stream in stopped:
         stream.thread.join()
@@ -333,6 +354,7 @@ def _write_next(stream: _Stream) -> bool:
         return False
     item = stream.queue.popleft()
     stream.writing = True
+    stream.writing_order = item.order
     relay = stream.relay if stream.relay.is_open() else None
 
     _lock.release()
