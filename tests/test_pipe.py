@@ -450,6 +450,7 @@ def test_vmsplice_never_lets_the_reader_see_later_changes() -> None:
     assert reader.join() == md5(*expected)
 
 
+@pytest.mark.skipif(not hasattr(os, "splice"), reason="the reader needs os.splice (3.10)")
 @pytest.mark.parametrize("vmsplice", [False, True])
 def test_a_reader_that_splices_onward(engine: str, vmsplice: bool) -> None:
     """The reader moves our pages into another pipe and reads them only after sync()
