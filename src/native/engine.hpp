@@ -4,6 +4,8 @@
 // - A stream serves one file (FileId: what the caller's fd named at submission), whatever
 //   fd numbers reach it: its items are written in submission order by its worker only.
 //   An fd number closed and reused by an open() names another file, hence another stream.
+// - Items are numbered in submission order across streams (Item::order): wait_fd and
+//   wait_all wait for the items submitted before them, never for later ones.
 // - A key has at most one item queued or being written; submit() waits otherwise, so an
 //   owner's memory is exported at most once.
 // - Every owner queued by submit() (it returned Done; otherwise the caller keeps it) comes

@@ -134,7 +134,8 @@ class Mappings:
 
     def unmap(self, mglo: object) -> None:
         mapping = self._live.pop(id(mglo), None)
-        if mapping is not None and self._binding is not None:
+        if mapping is not None:
+            assert self._binding is not None  # made by the map() that made the mapping
             mapping.unmap(self._binding)
 
     def unmap_idle(
