@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import ctypes
 import errno
 import fcntl
 import functools
@@ -536,15 +537,13 @@ def _pipe_capacity(fd: int, wanted: int) -> int:
     return current
 
 
-_inherited: list[object] = []  # a forked child's copy of its parent's queues
-
-
 def _reset_after_fork() -> None:
     # The parent's workers do not exist in the child: start over with fresh state. The
-    # parent's items are kept, never freed: freeing one releases its buffer export, which
-    # for a moderngl buffer runs glUnmapBuffer (as the native engine leaks its old state).
+    # parent's items are kept, even through the interpreter's exit: freeing one releases
+    # its buffer export, which for a moderngl buffer runs glUnmapBuffer (the native
+    # engine leaks its old state likewise).
     global _lock, _progress, _streams, _files, _active_keys, _finished
-    _inherited.append((_streams, _finished))
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object((_streams, _finished)))
     _lock = threading.RLock()
     _progress = threading.Condition(_lock)
     _streams, _files, _active_keys, _finished = {}, {}, set(), []

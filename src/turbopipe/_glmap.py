@@ -71,18 +71,6 @@ class _BufferBinding:
         self._bind(_GL_ARRAY_BUFFER, glo)
 
 
-_THREAD = threading.local()
-
-
-def _this_thread() -> object:
-    """A token for the calling thread, never another's (thread ids are reused)."""
-    try:
-        return _THREAD.token
-    except AttributeError:
-        _THREAD.token = token = object()
-        return token
-
-
 class _Mapping:
     __slots__ = ("glo", "mglo", "thread", "view", "wrapper")
 
@@ -91,7 +79,10 @@ class _Mapping:
         self.view = view
         self.wrapper = wrapper  # its .glo names the buffer; without one, glo does
         self.glo = glo
-        self.thread = _this_thread()  # the one whose GL context mapped it
+        # The thread whose GL context mapped it: its Thread object, never another thread's
+        # (an ident is reused once a thread ends) and the same on every call from a thread
+        # Python did not start.
+        self.thread = threading.current_thread()
 
     def unmap(self, binding: _BufferBinding) -> None:
         previous = binding.current()
@@ -100,9 +91,6 @@ class _Mapping:
             self.view.release()
         finally:
             binding.bind(previous)
-
-
-_INHERITED: list[object] = []  # a forked child's records of its parent's mappings
 
 
 class Mappings:
@@ -127,9 +115,10 @@ class Mappings:
         return None if mapping is None else mapping.view
 
     def forget(self) -> None:
-        """Let go of every record without unmapping (in a forked child). Kept alive, never
-        freed: freeing a view releases its export, and moderngl unmaps in its release."""
-        _INHERITED.append(self._live)
+        """Let go of every record without unmapping (in a forked child). Kept alive, even
+        through the interpreter's exit: freeing a view releases its export, and moderngl
+        unmaps in its release."""
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._live))
         self._live = {}
 
     def unmap(self, mglo: object) -> None:
@@ -146,7 +135,7 @@ class Mappings:
         at the first still being written, as the later ones most likely are too."""
         if len(self._live) <= (queued is not None):  # none, or only the one just piped
             return
-        thread = _this_thread()
+        thread = threading.current_thread()
         for mapping in list(self._live.values()):  # in the order they were mapped
             if mapping.mglo is queued or mapping.thread is not thread:
                 continue
