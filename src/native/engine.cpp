@@ -56,11 +56,6 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     stream->fd = fd;
     Item queued = item;
     queued.order = next_order_++;
-    // vmsplice only into a pipe the engine could empty (fdio.hpp); else a plain write().
-    if (queued.options.vmsplice && queued.file.pipe) {
-        if (!stream->emptiable) stream->emptiable = can_empty_pipe(queued.descriptor);
-        if (!*stream->emptiable) queued.options.vmsplice = queued.options.relay = false;
-    }
     // The worker uses the relay only if it saw it open, under this lock. Failing to open
     // leaves the items to write().
     if (queued.options.relay && !queued.options.vmsplice && queued.file.pipe &&
@@ -184,6 +179,11 @@ void Engine::run(Stream* stream) {
         Relay* relay = stream->relay.is_open() ? &stream->relay : nullptr;
 
         lock.unlock();
+        // vmsplice only into a pipe the engine could empty (fdio.hpp); else a plain write().
+        if (item.options.vmsplice && item.file.pipe) {
+            if (!stream->emptiable) stream->emptiable = can_empty_pipe(item.descriptor);
+            if (!*stream->emptiable) item.options.vmsplice = item.options.relay = false;
+        }
         size_t written = 0;
         int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
                                relay, &stream->tails, &written);

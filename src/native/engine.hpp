@@ -111,8 +111,8 @@ private:
         std::condition_variable wake;
         std::thread worker;
         Relay relay;        // opened by submit; the worker uses it if it saw it open
-        std::optional<bool> emptiable;  // can_empty_pipe, asked by the first vmsplice item
         TailBuffers tails;  // the worker's only
+        std::optional<bool> emptiable;  // the worker's only: can_empty_pipe, asked once
 
         bool idle() const { return queue.empty() && !writing; }
         // Whether every item submitted before `mark` is done here.
