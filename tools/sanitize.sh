@@ -153,7 +153,10 @@ for name in "${names[@]}"; do
       # Mesa's own needs suppressing, and _core's threads still race against Mesa's calls.
       # die_after_fork=0: test_fork_with_writes_queued forks a process with writer threads
       # and the child starts its own; TSan would otherwise die there (a TSan limitation).
-      run_tests tsan native \
+      # The forked-child GL test is left out: its child's writer thread gets the stack, so
+      # the id, of a parent's thread that does not exist in the child, and TSan, which still
+      # counts that one, warns "dup thread with used id" and fails the child's exit status.
+      run_tests tsan "native and not test_a_forked_child" \
         TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:die_after_fork=0:log_path=$root/build/tsan/reports/tsan" \
         LP_NUM_THREADS=0
       phase_end $?
