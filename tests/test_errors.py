@@ -172,6 +172,26 @@ def test_close_reports_the_failure_and_still_stops() -> None:
     os.close(write_fd)
 
 
+def test_an_unreported_failure_holds_no_thread_and_no_descriptors() -> None:
+    """The worker of a failed file leaves after idling, closing what it used, and the
+    failure waits for the next call that touches the file."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+
+    def held() -> tuple[int, int]:
+        return len(os.listdir("/proc/self/task")), len(os.listdir("/proc/self/fd"))
+
+    baseline = held()
+    turbopipe.pipe(b"x" * MiB, write_fd)  # large enough to take the relay: two more fds
+    deadline = time.monotonic() + 10  # workers leave after 2 s without work
+    while held() > baseline and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert held() <= baseline
+    with pytest.raises(BrokenPipeError, match=f"fd {write_fd}: wrote 0 of {MiB} bytes"):
+        turbopipe.sync(file=write_fd)
+    os.close(write_fd)
+
+
 def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
     """head reads 5 MiB and exits; the writer sees BrokenPipeError and exits 0."""
     result = run_with_engine(

@@ -723,6 +723,21 @@ def test_flag_variables_read_as_written(text: str, expected: bool) -> None:
     assert result.stdout.strip() == str(expected), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TURBOPIPE_CHUNK_SIZE": "8192"}, 8192),
+        ({"TURBOPIPE_CHUNK": "4096", "TURBOPIPE_CHUNK_SIZE": "8192"}, 4096),
+    ],
+)
+def test_the_chunk_variable_of_2x_is_read_too(env: dict[str, str], expected: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import turbopipe; print(turbopipe._DEFAULT_OPTIONS[0])"],
+        env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == str(expected), result.stderr
+
+
 def test_a_flag_variable_of_another_kind_raises() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import turbopipe"],

@@ -37,7 +37,7 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     auto& stream = streams_[item.file];
     if (stream && take_failure(stream.get(), failure)) return Outcome::Failed;
     if (stream && stream->exited) {  // returned after idling: replace it
-        stream->worker.join();
+        join(*stream);
         stream.reset();
         exited_--;
     }
@@ -113,13 +113,29 @@ Outcome Engine::wait_all(uint64_t mark, Deadline deadline, Failure* failure) {
 void Engine::stop_idle_workers() {
     auto stopped = remove_streams(
         [](const Stream& stream) { return stream.idle() && !stream.failure; });
-    for (auto& stream : stopped) stream->worker.join();
+    for (auto& stream : stopped) join(*stream);
 }
 
 void Engine::join_exited_workers() {
     if (!exited_) return;
-    auto exited = remove_streams([](const Stream& stream) { return stream.exited; });
-    for (auto& stream : exited) stream->worker.join();
+    // A stream with a failure to report stays, without its thread.
+    std::vector<std::thread> returned;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto& [file, stream] : streams_) {
+            if (stream->exited && stream->failure && stream->worker.joinable()) {
+                returned.push_back(std::move(stream->worker));
+            }
+        }
+    }
+    for (auto& thread : returned) thread.join();
+    auto exited = remove_streams(
+        [](const Stream& stream) { return stream.exited && !stream.failure; });
+    for (auto& stream : exited) join(*stream);
+}
+
+void Engine::join(Stream& stream) {
+    if (stream.worker.joinable()) stream.worker.join();
 }
 
 std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
@@ -163,15 +179,17 @@ void Engine::run(Stream* stream) {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
         auto woken = [&] { return stream->stopping || !stream->queue.empty(); };
-        if (!stream->wake.wait_for(lock, kIdleExit, woken) && !stream->failure) {
-            stream->exited = true;  // idle: leave; the next submit or wait joins the thread
+        if (!stream->wake.wait_for(lock, kIdleExit, woken)) {
+            // Idle: leave. The next call joins the thread; a failure stays in the stream
+            // for the next call that touches its file, which replaces the stream.
+            stream->exited = true;
             exited_++;
+            lock.unlock();
+            stream->relay.close();  // nobody else uses an exited stream's relay
+            stream->tails.release();
             return;
         }
-        if (stream->queue.empty()) {
-            if (stream->stopping) return;
-            continue;  // idle with a failure to report: keep the stream
-        }
+        if (stream->queue.empty()) return;  // stopping
         Item item = stream->queue.front();
         stream->queue.pop_front();
         stream->writing = true;

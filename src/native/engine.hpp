@@ -14,8 +14,9 @@
 //   freed and its address reused by another key.
 // - A failed write drops the items queued behind it on that stream and leaves one Failure
 //   there, reported by the next submit/wait touching that stream.
-// - A worker idle for kIdleExit with nothing to report exits on its own; the next call
-//   that finds it exited joins it, and a later item for its file starts a new one.
+// - A worker idle for kIdleExit exits on its own, closing its relay; the next call that
+//   finds it exited joins it, and a later item for its file starts a new one. A stream
+//   with a failure to report stays, without a worker, until the failure is reported.
 #pragma once
 
 #include <atomic>
@@ -106,7 +107,7 @@ private:
         bool writing = false;
         uint64_t writing_order = 0;  // the order of the item being written
         bool stopping = false;
-        bool exited = false;  // its worker returned after idling; join it
+        bool exited = false;  // its worker returned after idling; join it if joinable
         std::optional<Failure> failure;
         std::condition_variable wake;
         std::thread worker;
@@ -129,6 +130,8 @@ private:
     template <class Match>
     Stream* failed_stream(Match match);
     std::vector<std::shared_ptr<Stream>> remove_streams(bool (*remove)(const Stream&));
+    // Joins its worker unless done already: one that has returned or was told to stop.
+    static void join(Stream& stream);
 
     const size_t queue_limit_;
     std::mutex mutex_;

@@ -166,19 +166,20 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
 
 }  // namespace
 
-TailBuffers::~TailBuffers() { unmap(); }
+TailBuffers::~TailBuffers() { release(); }
 
-void TailBuffers::unmap() {
+void TailBuffers::release() {
     // A pipe may still reference these pages: unmapping keeps them for it, unwritable.
     for (uint8_t*& buffer : buffers_) {
         if (buffer) munmap(buffer, size_);
         buffer = nullptr;
     }
+    size_ = 0;
 }
 
 uint8_t* TailBuffers::next(size_t size) {
     if (size > size_) {
-        unmap();
+        release();
         for (uint8_t*& buffer : buffers_) {
             void* mapped =
                 mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -189,10 +190,15 @@ uint8_t* TailBuffers::next(size_t size) {
     return buffers_[turn_];
 }
 
-Relay::~Relay() {
+Relay::~Relay() { close(); }
+
+void Relay::close() {
     if (!is_open()) return;
-    close(read_end_);
-    close(write_end_);
+    ::close(read_end_);
+    ::close(write_end_);
+    read_end_ = write_end_ = -1;
+    capacity_ = wanted_ = 0;
+    broken_ = false;
 }
 
 bool Relay::open() {

@@ -46,6 +46,7 @@ public:
     // takes descriptor numbers only inside the caller's own calls. False if it cannot.
     bool open();
     bool is_open() const { return read_end_ >= 0; }
+    void close();
 
     // The members below are for the writer thread only, once it has seen is_open().
 
@@ -85,9 +86,10 @@ public:
     uint8_t* next(size_t size);
     // The buffer next() gave went into the pipe: the other one's turn.
     void sent() { turn_ ^= 1; }
+    // Unmaps both; next() maps them again.
+    void release();
 
 private:
-    void unmap();
 
     uint8_t* buffers_[2] = {nullptr, nullptr};
     size_t size_ = 0;  // of each

@@ -82,7 +82,7 @@ ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
 # throughput at 720p and -12% at 1080p; the relay moves 1.15x to 1.8x what write() does.
 # vmsplice copies the last pipe-full of each item: 512 KiB there cost 25-30% less CPU than
 # 1 MiB for 10-13% less throughput; 256 KiB lost a third of it at 1080p.
-_CHUNK = _env_size("TURBOPIPE_CHUNK", 0)
+_CHUNK = _env_size("TURBOPIPE_CHUNK", _env_size("TURBOPIPE_CHUNK_SIZE", 0))  # 2.x's name
 _PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 20)
 _VMSPLICE_PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 19)
 _VMSPLICE = _env_flag("TURBOPIPE_VMSPLICE", False)

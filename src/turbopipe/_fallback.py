@@ -202,7 +202,9 @@ def _conclude(failure: _Failure | None) -> None:
     with _lock:
         finished = _finished[:]
         _finished.clear()
-        exited = _remove_streams(lambda s: s.exited)
+        # A stream with a failure to report stays, without its thread.
+        exited = [s for s in _streams.values() if s.exited]
+        _remove_streams(lambda s: s.exited and s.failure is None)
     for item in finished:
         item.view.release()
     for stream in exited:
@@ -348,8 +350,10 @@ def _run(stream: _Stream) -> None:
 def _write_next(stream: _Stream) -> bool:
     """Write the next item of stream; False once it stops or exits idle. Holds _lock."""
     while not stream.queue and not stream.stopping:
-        if not stream.wake.wait(_IDLE_EXIT) and not stream.queue and stream.failure is None:
-            stream.exited = True  # idle: leave; the next call joins the thread
+        if not stream.wake.wait(_IDLE_EXIT) and not stream.queue:
+            # Idle: leave. The next call joins the thread; a failure stays in the stream
+            # for the next call that touches its file, which replaces the stream.
+            stream.exited = True
             return False
     if not stream.queue:
         return False
