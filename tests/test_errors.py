@@ -192,6 +192,28 @@ def test_an_unreported_failure_holds_no_thread_and_no_descriptors() -> None:
     os.close(write_fd)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to become another user")
+def test_no_thread_to_be_had_raises_at_the_call() -> None:
+    """With the thread limit reached, pipe() raises EAGAIN and the program goes on."""
+    result = run_with_engine(
+        """
+        import os, resource
+        os.setgid(65534)  # a user with no processes: the limit below counts only ours
+        os.setuid(65534)
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+        read_fd, write_fd = os.pipe()
+        try:
+            turbopipe.pipe(b"x" * 10, write_fd)
+        except BlockingIOError as error:
+            print(write_fd, error)
+        turbopipe.close()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    fd, message = result.stdout.split(" ", 1)
+    assert message.strip().endswith(f"(fd {fd}: wrote 0 of 10 bytes)")
+
+
 def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
     """head reads 5 MiB and exits; the writer sees BrokenPipeError and exits 0."""
     result = run_with_engine(

@@ -265,8 +265,8 @@ def submit(
                     stream = _Stream(fd, file)
                     try:
                         stream.thread.start()
-                    except RuntimeError:
-                        raise _os_error(errno.EAGAIN, f"fd {fd}: no writer thread") from None
+                    except RuntimeError:  # no thread to be had: as the native engine says
+                        raise _Failure(fd, errno.EAGAIN, 0, item).exception() from None
                     _streams[file] = stream
                 stream.fd = fd
                 if item.relay and target.pipe:
