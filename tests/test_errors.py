@@ -103,6 +103,20 @@ def test_reader_closing_mid_item_counts_written_and_dropped() -> None:
     os.close(write_fd)
 
 
+def test_a_reused_number_does_not_inherit_the_failure(tmp_path: Path) -> None:
+    """sync(file=n) is about the file n names now; the old pipe's failure waits for sync()."""
+    read_fd, fd = os.pipe()
+    os.close(read_fd)
+    turbopipe.pipe(b"x" * MiB, fd)  # fails: nobody will read it
+    new = os.open(tmp_path / "new", os.O_WRONLY | os.O_CREAT)
+    os.dup2(new, fd)
+    turbopipe.sync(file=fd)
+    with pytest.raises(BrokenPipeError, match=f"fd {fd}: wrote 0 of {MiB} bytes"):
+        turbopipe.sync()
+    for descriptor in (fd, new):
+        os.close(descriptor)
+
+
 def test_the_failure_names_the_fd_of_the_failed_item() -> None:
     read_fd, write_fd = os.pipe()
     other_fd = os.dup(write_fd)  # the same pipe under another number

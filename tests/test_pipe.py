@@ -575,6 +575,22 @@ def test_a_reused_fd_number_is_a_new_file(tmp_path: Path) -> None:
     assert old_reader.join() == md5(old)
 
 
+def test_sync_of_a_reused_number_waits_for_the_file_it_names_now(tmp_path: Path) -> None:
+    """Even with nothing piped to the new file yet, sync(file=n) does not wait behind the
+    old pipe."""
+    old_read, fd = os.pipe()
+    old = os.urandom(4 * MiB)
+    turbopipe.pipe(old, fd)  # stalls: nobody reads the old pipe yet
+    new = os.open(tmp_path / "new", os.O_WRONLY | os.O_CREAT)
+    os.dup2(new, fd)
+    turbopipe.sync(file=fd)  # would hang behind the stalled old pipe
+    for descriptor in (fd, new):
+        os.close(descriptor)
+    old_reader = Reader(old_read)
+    turbopipe.sync(old)
+    assert old_reader.join() == md5(old)
+
+
 def test_the_same_file_again_through_a_reused_number_keeps_its_order() -> None:
     """fd n names pipe X, then Y, then X again: X's bytes stay in order, never interleaved."""
     x_read, x_write = os.pipe()

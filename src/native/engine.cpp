@@ -87,14 +87,13 @@ uint64_t Engine::mark() {
     return next_order_;
 }
 
-Outcome Engine::wait_fd(int fd, uint64_t mark, Deadline deadline, Failure* failure) {
+Outcome Engine::wait_fd(int fd, const FileId* file, uint64_t mark, Deadline deadline,
+                        Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    auto done = [&] {
-        Stream* stream = stream_of_fd(fd);
-        return !stream || stream->done_before(mark);
-    };
+    auto stream = [&] { return file ? stream_of_file(*file) : stream_of_fd(fd); };
+    auto done = [&] { return !stream() || stream()->done_before(mark); };
     if (!progress_.wait_until(lock, deadline, done)) return Outcome::TimedOut;
-    return take_failure(stream_of_fd(fd), failure) ? Outcome::Failed : Outcome::Done;
+    return take_failure(stream(), failure) ? Outcome::Failed : Outcome::Done;
 }
 
 Outcome Engine::wait_all(uint64_t mark, Deadline deadline, Failure* failure) {
@@ -118,17 +117,19 @@ void Engine::stop_idle_workers() {
 
 void Engine::join_exited_workers() {
     if (!exited_) return;
-    // A stream with a failure to report stays, without its thread.
-    std::vector<std::thread> returned;
+    // A stream with a failure to report stays, without its thread. Each thread is joined
+    // holding its stream: the worker may still be closing the relay, and meanwhile the
+    // stream may be reported and removed by others.
+    std::vector<std::pair<std::thread, std::shared_ptr<Stream>>> returned;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         for (auto& [file, stream] : streams_) {
             if (stream->exited && stream->failure && stream->worker.joinable()) {
-                returned.push_back(std::move(stream->worker));
+                returned.emplace_back(std::move(stream->worker), stream);
             }
         }
     }
-    for (auto& thread : returned) thread.join();
+    for (auto& [thread, stream] : returned) thread.join();
     auto exited = remove_streams(
         [](const Stream& stream) { return stream.exited && !stream.failure; });
     for (auto& stream : exited) join(*stream);
@@ -233,11 +234,14 @@ void Engine::run(Stream* stream) {
     }
 }
 
+Engine::Stream* Engine::stream_of_file(const FileId& file) {
+    auto found = streams_.find(file);
+    return found == streams_.end() ? nullptr : found->second.get();
+}
+
 Engine::Stream* Engine::stream_of_fd(int fd) {
     auto file = files_.find(fd);
-    if (file == files_.end()) return nullptr;
-    auto found = streams_.find(file->second);
-    return found == streams_.end() ? nullptr : found->second.get();
+    return file == files_.end() ? nullptr : stream_of_file(file->second);
 }
 
 // The failure's owners join the finished ones: released by the caller's next

@@ -82,7 +82,10 @@ public:
     // What wait_fd and wait_all wait for: the items submitted before this call, not those
     // other threads submit meanwhile (else they could wait for ever). Taken once per wait.
     uint64_t mark();
-    Outcome wait_fd(int fd, uint64_t mark, Deadline deadline, Failure* failure);
+    // `file` is what fd names now; null for a closed fd: the file it named at its last
+    // submit, if any.
+    Outcome wait_fd(int fd, const FileId* file, uint64_t mark, Deadline deadline,
+                    Failure* failure);
     Outcome wait_all(uint64_t mark, Deadline deadline, Failure* failure);
 
     // Stops and joins the workers of idle streams with nothing to report; a later submit
@@ -124,6 +127,7 @@ private:
     };
 
     void run(Stream* stream);
+    Stream* stream_of_file(const FileId& file);
     Stream* stream_of_fd(int fd);
     bool take_failure(Stream* stream, Failure* failure);
     // The stream with the lowest fd whose failure matches.

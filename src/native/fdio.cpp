@@ -283,20 +283,25 @@ bool can_empty_pipe(int fd) {
 #endif
 }
 
+int identify_descriptor(int fd, FileId* file) {
+    struct stat info;
+    if (fstat(fd, &info) < 0) return errno;
+    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+    return 0;
+}
+
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
     // Duplicated first, then asked: what is checked is what will be written to.
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return errno;
-    struct stat info;
     int flags = fcntl(copy, F_GETFL);
-    int error = flags < 0 || fstat(copy, &info) < 0 ? errno : 0;
+    int error = flags < 0 ? errno : identify_descriptor(copy, file);
     if (!error && (flags & O_ACCMODE) == O_RDONLY) error = EBADF;
     if (error) {
         close(copy);
         return error;
     }
     *duplicate = copy;
-    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
 #ifdef O_DIRECT
     file->packet = (flags & O_DIRECT) != 0;
 #endif

@@ -101,6 +101,9 @@ private:
 // with EBADF for a closed or read-only descriptor.
 int capture_descriptor(int fd, int* duplicate, FileId* file);
 
+// Which file fd names now (what capture_descriptor tells, but for the packet flag).
+int identify_descriptor(int fd, FileId* file);
+
 // Whether the engine could open a read end of the pipe fd writes to, and so empty it of
 // spliced pages when its reader dies: the condition for vmsplice (no /proc, or a FIFO the
 // process may write but not read, and it copies instead).

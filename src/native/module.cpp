@@ -170,10 +170,15 @@ PyObject* wait_key(PyObject*, PyObject* key) {
 PyObject* wait_fd(PyObject*, PyObject* arg) {
     int fd;
     if (!to_fd(arg, &fd)) return nullptr;
+    // The file fd names now: once its number is reused, not the one it named before.
+    turbopipe::FileId file;
+    const turbopipe::FileId* named = turbopipe::identify_descriptor(fd, &file) ? nullptr : &file;
     Failure failure;
     uint64_t mark = engine->mark();
     Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_fd(fd, mark, deadline, out); },
+        [&](Deadline deadline, Failure* out) {
+            return engine->wait_fd(fd, named, mark, deadline, out);
+        },
         &failure);
     return conclude(outcome, failure);
 }

@@ -297,15 +297,26 @@ def wait_key(key: object) -> None:
 
 def wait_fd(fd: int) -> None:
     fd = _to_fd(fd)
+    # The file fd names now: once its number is reused, not the one it named before.
+    try:
+        info = os.fstat(fd)
+    except OSError:  # closed: the file it named at its last pipe(), if any
+        named = None
+    else:
+        named = (info.st_dev, info.st_ino)
+
+    def stream() -> _Stream | None:
+        return _stream_of_fd(fd) if named is None else _streams.get(named)
+
     with _lock:
         mark = _next_order
 
         def done() -> bool:
-            stream = _stream_of_fd(fd)
-            return stream is None or stream.done_before(mark)
+            found = stream()
+            return found is None or found.done_before(mark)
 
         _wait(done)
-        failure = _take_failure(_stream_of_fd(fd))
+        failure = _take_failure(stream())
     _conclude(failure)
 
 
