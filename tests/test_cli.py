@@ -46,3 +46,35 @@ def test_unknown_choices_are_refused(capsys: pytest.CaptureFixture[str], option:
         main(["benchmark", *option])
     assert exited.value.code == 2
     assert option[1] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["benchmark", "--repeats", "0"],
+        ["benchmark", "--gigabytes", "-1"],
+        ["benchmark", "--methods", "reference"],
+        ["demo", "--width", "0"],
+        ["demo", "--fps", "nan"],
+    ],
+)
+def test_bad_values_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [(["--ffmpeg", "/no/such/ffmpeg"], "/no/such/ffmpeg"), (["--codec", "bogus"], "bogus")],
+)
+def test_ffmpeg_failures_are_told_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], said: str
+) -> None:
+    argv = ["demo", "--output", str(tmp_path / "demo.mp4"), "--seconds", "0.1", "--no-progress"]
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, *option])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("turbopipe demo: ") and said in err and "Traceback" not in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import gc
 import os
 import signal
 import subprocess
@@ -9,11 +11,14 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import moderngl
 import numpy as np
 import pytest
 
+import turbopipe
+from conftest import Reader, md5, run_with_engine
 from turbopipe import FFmpegError, VideoWriter
 from turbopipe.writer import matrix_for
 
@@ -121,6 +126,56 @@ def test_moderngl_buffers(
     expected = np.stack(frames)
     # Bytes read from OpenGL are bottom-up: by default the writer turns them over.
     assert np.array_equal(decoded, expected if vflip is False else expected[:, ::-1])
+    buffer.release()
+
+
+def test_rejected_frames_neither_drop_nor_repeat_the_others(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context
+) -> None:
+    """A program that catches the error of a bad frame and goes on: 1 to 4 bad frames in
+    a row (the ring holds 3) leave the good ones around them as they were."""
+    frames = random_frames(5)
+    buffer = gl_context.buffer(reserve=W * H * 3)
+    wrong = gl_context.buffer(reserve=W * H * 3 + 3)
+    with VideoWriter(
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", vflip=False, ring=3
+    ) as video:
+        for index, frame in enumerate(frames):
+            buffer.write(frame.tobytes())
+            video.write(buffer)
+            for _ in range(index + 1 if index < 4 else 0):
+                with pytest.raises(ValueError, match="buffer is"):
+                    video.write(wrong)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
+    for released in (buffer, wrong):
+        released.release()
+
+
+def test_a_buffer_the_program_pipes_too(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context
+) -> None:
+    """The documented loop (sync, write the buffer, pipe it) plus the writer on the same
+    buffer: the writer waits for the program's write, GL copies the buffer unmapped."""
+    frames = random_frames(5)
+    buffer = gl_context.buffer(reserve=W * H * 3)
+    # A one-page pipe and a slow reader: each frame is still being piped at video.write.
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)
+    reader = Reader(read_fd, chunk=1024, pause=0.005)
+    with VideoWriter(
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", vflip=False
+    ) as video:
+        for frame in frames:
+            turbopipe.sync(buffer)
+            buffer.write(frame.tobytes())
+            turbopipe.pipe(buffer, write_fd, pipe_size=0)
+            video.write(buffer)
+    turbopipe.sync()
+    os.close(write_fd)
+    assert reader.join() == md5(*(frame.tobytes() for frame in frames))
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
     buffer.release()
 
 
@@ -319,11 +374,99 @@ def test_bad_frames_raise_at_write(tmp_path: Path, frame: object, error: type) -
     assert video.frames == 2
 
 
-def test_bad_writer_arguments() -> None:
-    with pytest.raises(ValueError):
-        VideoWriter("out.mp4", 0, 10)
-    with pytest.raises(ValueError):
-        VideoWriter("out.mp4", 10, 10, fps=0)
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({"width": 0}, ValueError),
+        ({"width": 64.0}, TypeError),
+        ({"fps": 0}, ValueError),
+        ({"fps": float("nan")}, ValueError),
+        ({"fps": "60"}, TypeError),
+        ({"ring": 1}, ValueError),
+        ({"ring": 2.5}, TypeError),
+        ({"extra_args": "-an"}, TypeError),
+    ],
+)
+def test_bad_writer_arguments(arguments: dict[str, Any], error: type) -> None:
+    with pytest.raises(error):
+        VideoWriter("out.mp4", **{"width": W, "height": H, **arguments})
+
+
+def test_a_wrong_first_frame_starts_no_ffmpeg(
+    tmp_path: Path, gl_context: moderngl.Context, fbo: moderngl.Framebuffer
+) -> None:
+    video = VideoWriter(tmp_path / "out.mkv", W, H)
+    with pytest.raises(ValueError, match=f"the video {W}x{H}"):
+        video.write(fbo)
+    assert video.pid is None
+    video.close()
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_a_numpy_writer_given_gl_frames_says_so(tmp_path: Path, fbo: moderngl.Framebuffer) -> None:
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1") as video:
+        video.write(np.zeros((H, W, 3), np.uint8))
+        with pytest.raises(TypeError, match=r"numpy arrays or bytes-like frames.*Framebuffer"):
+            video.write(fbo)
+
+
+def test_ffmpeg_runs_in_its_own_session(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to its foreground process group: ours, not FFmpeg's."""
+    with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1") as video:
+        video.write(np.zeros((H, W, 3), np.uint8))
+        assert video.pid is not None
+        assert os.getpgid(video.pid) != os.getpgrp()
+
+
+def test_a_dropped_writer_is_closed_complete(tmp_path: Path, ffmpeg_exe: str) -> None:
+    frames = random_frames(3)
+    video = VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24")
+    for frame in frames:
+        video.write(frame)
+    pid = video.pid
+    assert pid is not None
+    with pytest.warns(ResourceWarning, match="was not closed"):
+        del video
+        gc.collect()
+    assert process_gone(pid)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "texture"])
+def test_a_writer_left_open_at_exit_is_closed_complete(
+    tmp_path: Path, ffmpeg_exe: str, kind: str
+) -> None:
+    """Even GL frames, which the writer pipes one frame late, all reach the file."""
+    frames = random_frames(4)
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    result = run_with_engine(
+        f"""
+        import warnings
+        import numpy as np
+        from turbopipe import VideoWriter
+        warnings.simplefilter("default", ResourceWarning)
+        frames = np.load({str(tmp_path / "frames.npy")!r})
+        video = VideoWriter({str(tmp_path / "out.mkv")!r}, {W}, {H}, codec="ffv1",
+                            pix_fmt="rgb24", vflip=False, gpu_convert=False)
+        if {kind!r} == "texture":
+            import moderngl
+            ctx = moderngl.create_standalone_context(backend="egl")
+            texture = ctx.texture(({W}, {H}), 3)
+        for frame in frames:
+            if {kind!r} == "texture":
+                texture.write(frame.tobytes())
+                video.write(texture)
+            else:
+                video.write(frame)
+        print(video.pid)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ResourceWarning" in result.stderr and "was not closed" in result.stderr
+    assert process_gone(int(result.stdout))
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
 
 
 def test_matrix_by_height() -> None:

@@ -25,7 +25,16 @@ if TYPE_CHECKING:
 
     Pipeable: TypeAlias = Union[Buffer, moderngl.Buffer]
 
-__all__ = ["ENGINE", "FFmpegError", "VideoWriter", "close", "done", "pipe", "sync"]
+__all__ = [
+    "ENGINE",
+    "FFmpegError",
+    "FFmpegNotFoundError",
+    "VideoWriter",
+    "close",
+    "done",
+    "pipe",
+    "sync",
+]
 
 try:
     __version__ = version("turbopipe")
@@ -266,5 +275,5 @@ def close(file: int | None = None) -> None:
 atexit.register(close)
 
 # The high-level rooms stand on the functions above.
-from .ffmpeg import FFmpegError  # noqa: E402
+from .ffmpeg import FFmpegError, FFmpegNotFoundError  # noqa: E402
 from .writer import VideoWriter  # noqa: E402

@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import ENGINE, __version__, benchmark
-from .ffmpeg import find_ffmpeg
+from .ffmpeg import FFmpegError, find_ffmpeg
 
 
 def _list_of(allowed: Sequence[str]) -> Callable[[str], list[str]]:
@@ -22,6 +23,19 @@ def _list_of(allowed: Sequence[str]) -> Callable[[str], list[str]]:
                 f"unknown {', '.join(unknown)} (choose from {', '.join(allowed)})"
             )
         return items
+
+    return parse
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+        return value
 
     return parse
 
@@ -70,10 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "plus reference when --reference-python is given)",
     )
     bench.add_argument(
-        "--gigabytes", type=float, default=0.5, help="data piped per case (default 0.5)"
+        "--gigabytes", type=_positive(float), default=0.5, help="data piped per case (default 0.5)"
     )
     bench.add_argument(
-        "--repeats", type=int, default=3, help="runs per case, median reported (default 3)"
+        "--repeats",
+        type=_positive(int),
+        default=3,
+        help="runs per case, median reported (default 3)",
     )
     bench.add_argument(
         "--full", action="store_true", help="all resolutions, null/ultrafast/slow, 2 GB per case"
@@ -94,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="render an animated shader headlessly into a video through VideoWriter"
     )
     demo.add_argument("--output", default="turbopipe-demo.mp4", help="default turbopipe-demo.mp4")
-    demo.add_argument("--width", type=int, default=1280)
-    demo.add_argument("--height", type=int, default=720)
-    demo.add_argument("--fps", type=float, default=60)
-    demo.add_argument("--seconds", type=float, default=5)
+    demo.add_argument("--width", type=_positive(int), default=1280)
+    demo.add_argument("--height", type=_positive(int), default=720)
+    demo.add_argument("--fps", type=_positive(float), default=60)
+    demo.add_argument("--seconds", type=_positive(float), default=5)
     demo.add_argument("--codec", default="libx264", help="FFmpeg encoder (default libx264)")
     demo.add_argument(
         "--convert",
@@ -111,12 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "benchmark":
-        return run_benchmark(args)
-    if args.command == "demo":
-        return run_demo(args)
-    return 2  # pragma: no cover - argparse enforces a command
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = {"benchmark": run_benchmark, "demo": run_demo}[args.command]
+    methods = getattr(args, "methods", None) or []
+    if "reference" in methods and not args.reference_python:
+        parser.error("the reference method needs --reference-python")
+    try:
+        return run(args)
+    except (FFmpegError, OSError) as error:  # FFmpeg missing or failing, an unwritable output
+        parser.exit(1, f"turbopipe {args.command}: {error}\n")
 
 
 def run_benchmark(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
             path = shutil.which(os.fspath(candidate))
             if path is None:
                 raise FFmpegNotFoundError(
-                    f"FFmpeg from the {origin} is not executable: {candidate}"
+                    f"FFmpeg from the {origin} is not found or not executable: {candidate}"
                 )
             return path
     path = shutil.which("ffmpeg")
@@ -79,6 +79,9 @@ class FFmpegProcess:
             stdin=subprocess.PIPE,
             stdout=None,  # ours: an output of "-" (or pipe:1) goes where our stdout goes
             stderr=subprocess.PIPE,
+            # Its own session: a terminal's Ctrl-C reaches our program, which then closes
+            # the writer, and not FFmpeg, which would exit with status 255 meanwhile.
+            start_new_session=True,
             **options,  # type: ignore[call-overload]
         )
         assert self._process.stdin is not None

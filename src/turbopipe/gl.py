@@ -112,7 +112,12 @@ class _Scratch:
             self.framebuffer.release()
 
 
-def _check_size(frame: Any, size: tuple[int, int]) -> None:
+def check_frame(frame: Any, size: tuple[int, int]) -> None:
+    """Raise TypeError unless frame is a Framebuffer or Texture, ValueError unless of size."""
+    if not isinstance(frame, (moderngl.Framebuffer, moderngl.Texture)):
+        raise TypeError(
+            f"frames must be moderngl Framebuffers or Textures, not {type(frame).__name__}"
+        )
     if tuple(frame.size) != size:
         raise ValueError(f"frame is {frame.size[0]}x{frame.size[1]}, the video {size[0]}x{size[1]}")
 
@@ -149,7 +154,7 @@ class FrameReader:
         self.wrapped: tuple[Any, Any] | None = None  # (texture, framebuffer around it)
 
     def read_into(self, frame: Any, buffer: Any) -> None:
-        _check_size(frame, self.size)
+        check_frame(frame, self.size)
         with _KeepsCallerFramebuffer(self.ctx):
             self._readable(frame).read_into(buffer, components=3, alignment=1)
 
@@ -228,7 +233,7 @@ class FrameConverter:
 
     def read_into(self, frame: Any, buffer: Any) -> None:
         """Render ``frame`` (Framebuffer or Texture) into the packed frame in ``buffer``."""
-        _check_size(frame, self.size)
+        check_frame(frame, self.size)
         with _KeepsCallerFramebuffer(self.ctx):
             self._texture_of(frame).use(self.unit)
             self.sampler.use(self.unit)

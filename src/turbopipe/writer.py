@@ -7,9 +7,13 @@ stdin, so it turns on the engine's kernel zero-copy (vmsplice), with a 512 KiB p
 from __future__ import annotations
 
 import contextlib
+import math
+import operator
 import os
 import sys
 import time
+import warnings
+import weakref
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -89,12 +93,17 @@ class VideoWriter:
         ffmpeg: str | os.PathLike[str] | None = None,
         ring: int = 3,
     ) -> None:
+        width, height, ring = operator.index(width), operator.index(height), operator.index(ring)
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive, not {width}x{height}")
-        if fps <= 0:
+        if not isinstance(fps, (int, float)):
+            raise TypeError(f"fps must be a number, not {type(fps).__name__}")
+        if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be positive, not {fps}")
         if ring < 2:
             raise ValueError(f"ring must hold at least 2 frames, not {ring}")
+        if isinstance(extra_args, (str, bytes)):
+            raise TypeError(f"extra_args must be a list of arguments, not {extra_args!r}")
         self.output = os.fspath(output)
         if not overwrite and os.path.exists(self.output):
             # Checked here: FFmpeg's -n refuses too, but exits with status 0.
@@ -109,6 +118,7 @@ class VideoWriter:
         self._progress = _Progress(total) if progress else None
         self._process: FFmpegProcess | None = None
         self._source: _Source | None = None
+        self._forgotten: weakref.finalize[Any, Any] | None = None  # closes a dropped writer
         self._closed = False
 
     # The public face
@@ -122,6 +132,9 @@ class VideoWriter:
         """Queue one frame; returns once it is safe to change or reuse ``frame``."""
         if self._closed:
             raise ValueError("write() on a closed VideoWriter")
+        if _is_moderngl(frame, "Buffer"):
+            # Piped by the caller too? GL cannot copy from it while it is mapped for that.
+            sync(frame)
         if self._source is None:
             self._start(frame)
         assert self._source is not None and self._process is not None
@@ -136,29 +149,23 @@ class VideoWriter:
             self._progress.update(self._source.frame_bytes)
 
     def close(self) -> None:
-        """Write out what is queued, wait for FFmpeg, raise FFmpegError if it failed."""
+        """Write out what is queued, wait for FFmpeg, raise FFmpegError if it failed.
+
+        A writer dropped or still open at interpreter exit is closed then, with a
+        ResourceWarning, so that its video is complete; close it (or use ``with``) to see
+        its errors.
+        """
         if self._closed:
             return
-        if self._process is None or self._source is None:  # no frame, no FFmpeg
-            self._abort()
-            return
-        try:
-            self._source.flush(self._process.stdin_fd)
-            sync(file=self._process.stdin_fd)
-        except OSError as error:
-            raise self._fail() from error
-        except BaseException:  # Ctrl-C while waiting: FFmpeg must not outlive the writer
-            self._abort()
-            raise
-        try:
-            self._process.finish()
-        except BaseException:
-            self._abort()
-            raise
         self._closed = True
-        self._source.release()
-        if self._progress:
-            self._progress.close()
+        if self._forgotten is not None:
+            self._forgotten.detach()
+        try:
+            if self._process is not None and self._source is not None:
+                _finish(self._process, self._source)
+        finally:
+            if self._progress:
+                self._progress.close()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -187,18 +194,20 @@ class VideoWriter:
             input_pix_fmt = self.pix_fmt if convert else "rgb24"
             vflip = False if convert else vflip is not False
         elif _is_moderngl(frame, "Buffer"):
-            components = _bytes_per_pixel(self, frame.size)
+            components = _bytes_per_pixel(self.width, self.height, frame.size)
             source = _GLBuffers(frame.ctx, self, components)
             input_pix_fmt, vflip = "rgb24" if components == 3 else "rgba", vflip is not False
         else:
             source = _CPUFrames(self, frame)
             input_pix_fmt = "rgb24" if source.components == 3 else "rgba"
         try:
+            source.check(frame)  # before FFmpeg starts: a bad first frame leaves no file
             process = FFmpegProcess(self._argv(input_pix_fmt, bool(vflip)), _PIPE_SIZE)
         except BaseException:
             source.release()
             raise
         self._source, self._process = source, process
+        self._forgotten = weakref.finalize(self, _close_forgotten, process, source, self.output)
 
     def _converts_on_gpu(self, ctx: Any) -> bool:
         from .gl import GPU_FORMATS
@@ -254,14 +263,49 @@ class VideoWriter:
     def _abort(self) -> None:
         """Stop FFmpeg and drop what is queued for it; the writer is closed."""
         self._closed = True
-        if self._process is not None:
-            self._process.kill()
-            with contextlib.suppress(OSError):  # FFmpeg is gone: queued frames fail
-                sync(file=self._process.stdin_fd)
-        if self._source is not None:
-            self._source.release()
+        if self._forgotten is not None:
+            self._forgotten.detach()
+        if self._process is not None and self._source is not None:
+            _stop(self._process, self._source)
         if self._progress:
             self._progress.close()
+
+
+def _finish(process: FFmpegProcess, source: _Source) -> None:
+    """Pipe what the source held back, wait for it to be written and for FFmpeg to exit.
+    Raises FFmpegError if FFmpeg failed; on any failure, FFmpeg is stopped."""
+    try:
+        source.flush(process.stdin_fd)
+        sync(file=process.stdin_fd)
+    except OSError as error:  # BrokenPipeError: FFmpeg stopped reading
+        failure = process.died()
+        _stop(process, source)
+        raise failure from error
+    except BaseException:  # Ctrl-C while waiting: FFmpeg must not outlive the writer
+        _stop(process, source)
+        raise
+    try:
+        process.finish()
+    except BaseException:
+        _stop(process, source)
+        raise
+    source.release()
+
+
+def _stop(process: FFmpegProcess, source: _Source) -> None:
+    """Stop FFmpeg and drop what is queued for it."""
+    process.kill()
+    with contextlib.suppress(OSError):  # FFmpeg is gone: queued frames fail
+        sync(file=process.stdin_fd)
+    source.release()
+
+
+def _close_forgotten(process: FFmpegProcess, source: _Source, output: str) -> None:
+    """Close a writer that was dropped, or left open at exit, without close()."""
+    warnings.warn(
+        f"VideoWriter for {output!r} was not closed: closing it now", ResourceWarning, stacklevel=1
+    )
+    _finish(process, source)
 
 
 def _is_moderngl(frame: Any, *names: str) -> bool:
@@ -269,12 +313,12 @@ def _is_moderngl(frame: Any, *names: str) -> bool:
     return moderngl is not None and isinstance(frame, tuple(getattr(moderngl, n) for n in names))
 
 
-def _bytes_per_pixel(writer: VideoWriter, size: int) -> int:
-    pixels = writer.width * writer.height
+def _bytes_per_pixel(width: int, height: int, size: int) -> int:
+    pixels = width * height
     if size not in (pixels * 3, pixels * 4):
         raise ValueError(
-            f"a {writer.width}x{writer.height} frame is {pixels * 3} bytes (RGB) or "
-            f"{pixels * 4} (RGBA), not {size}"
+            f"a {width}x{height} frame is {pixels * 3} bytes (RGB) or {pixels * 4} (RGBA), "
+            f"not {size}"
         )
     return size // pixels
 
@@ -284,7 +328,12 @@ class _Source:
 
     frame_bytes: int
 
+    def check(self, frame: Any) -> None:
+        """Raise TypeError or ValueError for a frame this source cannot take."""
+        raise NotImplementedError
+
     def write(self, frame: Any, fd: int) -> None:
+        """Queue a frame that passed check()."""
         raise NotImplementedError
 
     def flush(self, fd: int) -> None:
@@ -297,24 +346,27 @@ class _Source:
 class _CPUFrames(_Source):
     """numpy arrays and bytes-like frames: piped in place when immutable, else via a ring."""
 
+    # Holds no reference to the writer: the writer's finalizer holds this source.
     def __init__(self, writer: VideoWriter, first: Any) -> None:
-        self.writer = writer
-        self.components = self._validate(first).nbytes // (writer.width * writer.height)
-        self.frame_bytes = writer.width * writer.height * self.components
+        self.width, self.height = writer.width, writer.height
+        self.frame_bytes = 0  # any size allowed for the first frame, then its own
+        self.frame_bytes = self._view(first).nbytes
+        self.components = self.frame_bytes // (self.width * self.height)
         self.ring = [bytearray(self.frame_bytes) for _ in range(writer._ring_size)]
         self.next = 0
 
-    def _validate(self, frame: Any) -> memoryview:
+    def _view(self, frame: Any) -> memoryview:
+        if _is_moderngl(frame, "Buffer", "Framebuffer", "Texture"):
+            raise TypeError(
+                "this writer takes numpy arrays or bytes-like frames, as its first frame "
+                f"was, not a moderngl {type(frame).__name__}"
+            )
         shape = getattr(frame, "shape", None)
         if shape is not None and getattr(frame, "dtype", None) is not None:
-            expected = f"({self.writer.height}, {self.writer.width}, 3 or 4) uint8"
+            expected = f"({self.height}, {self.width}, 3 or 4) uint8"
             if str(frame.dtype) != "uint8":
                 raise TypeError(f"frame dtype must be uint8, not {frame.dtype}")
-            if (
-                len(shape) != 3
-                or shape[:2] != (self.writer.height, self.writer.width)
-                or (shape[2] not in (3, 4))
-            ):
+            if len(shape) != 3 or shape[:2] != (self.height, self.width) or shape[2] not in (3, 4):
                 raise ValueError(f"frame shape must be {expected}, not {tuple(shape)}")
         try:
             view = memoryview(frame)
@@ -323,13 +375,16 @@ class _CPUFrames(_Source):
                 "frame must be a numpy array, a bytes-like object, or a moderngl Buffer, "
                 f"Framebuffer or Texture, not {type(frame).__name__}"
             ) from None
-        _bytes_per_pixel(self.writer, view.nbytes)
+        _bytes_per_pixel(self.width, self.height, view.nbytes)
+        if self.frame_bytes and view.nbytes != self.frame_bytes:
+            raise ValueError(f"frame is {view.nbytes} bytes, earlier frames {self.frame_bytes}")
         return view
 
+    def check(self, frame: Any) -> None:
+        self._view(frame).release()
+
     def write(self, frame: Any, fd: int) -> None:
-        view = self._validate(frame)
-        if view.nbytes != self.frame_bytes:
-            raise ValueError(f"frame is {view.nbytes} bytes, earlier frames {self.frame_bytes}")
+        view = self._view(frame)
         if type(frame) is bytes:  # immutable: written in place
             pipe(frame, fd, vmsplice=True)
             return
@@ -352,10 +407,12 @@ class _GLRing(_Source):
         self.pending: Any = None
 
     def write(self, frame: Any, fd: int) -> None:
+        # Checked first: a rejected frame must not move the ring on to the pending slot.
+        self.check(frame)
         slot = self.ring[self.next]
-        self.next = (self.next + 1) % len(self.ring)
         sync(slot)  # its write is done and it is unmapped: the GPU may fill it
         self.fill(frame, slot)
+        self.next = (self.next + 1) % len(self.ring)
         self.flush(fd)
         self.pending = slot
 
@@ -378,11 +435,13 @@ class _GLBuffers(_GLRing):
     def __init__(self, ctx: Any, writer: VideoWriter, components: int) -> None:
         super().__init__(ctx, writer.width * writer.height * components, writer._ring_size)
 
-    def fill(self, frame: Any, slot: Any) -> None:
+    def check(self, frame: Any) -> None:
         if not _is_moderngl(frame, "Buffer"):
             raise TypeError(f"this writer takes moderngl Buffers, not {type(frame).__name__}")
         if frame.size != self.frame_bytes:
             raise ValueError(f"buffer is {frame.size} bytes, the frames {self.frame_bytes}")
+
+    def fill(self, frame: Any, slot: Any) -> None:
         self.ctx.copy_buffer(slot, frame)
 
 
@@ -398,11 +457,12 @@ class _GLFrames(_GLRing):
         )
         super().__init__(ctx, self.reader.frame_size, writer._ring_size)
 
+    def check(self, frame: Any) -> None:
+        from .gl import check_frame
+
+        check_frame(frame, self.reader.size)
+
     def fill(self, frame: Any, slot: Any) -> None:
-        if not _is_moderngl(frame, "Framebuffer", "Texture"):
-            raise TypeError(
-                f"this writer takes moderngl Framebuffers or Textures, not {type(frame).__name__}"
-            )
         self.reader.read_into(frame, slot)
 
     def release(self) -> None:
