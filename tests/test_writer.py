@@ -418,6 +418,20 @@ def test_ffmpeg_runs_in_its_own_session(tmp_path: Path) -> None:
         assert os.getpgid(video.pid) != os.getpgrp()
 
 
+def test_an_error_inside_with_still_leaves_a_playable_video(
+    tmp_path: Path, ffmpeg_exe: str
+) -> None:
+    frames = random_frames(3)
+    video = VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24")
+    with pytest.raises(KeyboardInterrupt), video:  # a recording ended by Ctrl-C
+        for frame in frames:
+            video.write(frame)
+        raise KeyboardInterrupt
+    assert video.pid is not None and process_gone(video.pid)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
+
+
 def test_a_dropped_writer_is_closed_complete(tmp_path: Path, ffmpeg_exe: str) -> None:
     frames = random_frames(3)
     video = VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24")

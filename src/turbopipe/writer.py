@@ -176,10 +176,9 @@ class VideoWriter:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if kind is None:
-            self.close()
-        else:  # the caller's error wins: stop FFmpeg without reporting its state
-            self._abort()
+        # Even when the block raised (Ctrl-C ending a recording, say): the frames written
+        # make a playable file. A failure to close comes with the block's error attached.
+        self.close()
 
     # Starting FFmpeg
 
@@ -489,17 +488,23 @@ class _Progress:
         self.frames += 1
         self.bytes += frame_bytes
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = f"{self.bytes / elapsed / 1e6:.0f} MB/s"
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix_str(rate, refresh=False)
+            self.bar.set_postfix_str(self._rate(elapsed), refresh=False)
         elif elapsed - self.shown >= 0.5:
             self.shown = elapsed
-            print(f"\r{self.frames} frames, {self.frames / elapsed:.1f} fps, {rate}",
-                  end="", file=sys.stderr, flush=True)  # fmt: skip
+            self._show_line(elapsed)
+
+    def _rate(self, elapsed: float) -> str:
+        return f"{self.bytes / elapsed / 1e6:.0f} MB/s"
+
+    def _show_line(self, elapsed: float) -> None:
+        print(f"\r{self.frames} frames, {self.frames / elapsed:.1f} fps, {self._rate(elapsed)}",
+              end="", file=sys.stderr, flush=True)  # fmt: skip
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.frames:
+        elif self.frames:  # the final count, then the line ends
+            self._show_line(max(time.perf_counter() - self.started, 1e-9))
             print(file=sys.stderr)
