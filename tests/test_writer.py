@@ -447,6 +447,38 @@ def test_a_dropped_writer_is_closed_complete(tmp_path: Path, ffmpeg_exe: str) ->
     assert np.array_equal(decoded, np.stack(frames))
 
 
+def test_a_forked_child_leaves_the_parents_writer_alone(tmp_path: Path, ffmpeg_exe: str) -> None:
+    """A child that exits normally does not close (nor add to) the writer it inherited."""
+    frames = random_frames(5)
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    result = run_with_engine(
+        f"""
+        import os, sys, warnings
+        import moderngl, numpy as np
+        from turbopipe import VideoWriter
+        warnings.simplefilter("default", ResourceWarning)
+        frames = np.load({str(tmp_path / "frames.npy")!r})
+        ctx = moderngl.create_standalone_context(backend="egl")
+        texture = ctx.texture(({W}, {H}), 3)
+        video = VideoWriter({str(tmp_path / "out.mkv")!r}, {W}, {H}, codec="ffv1",
+                            pix_fmt="rgb24", vflip=False, gpu_convert=False)
+        for index, frame in enumerate(frames):
+            texture.write(frame.tobytes())
+            video.write(texture)  # piped one frame late: one is held back at the fork
+            if index == 2:
+                child = os.fork()
+                if child == 0:
+                    sys.exit(0)  # atexit runs in the child
+                assert os.waitpid(child, 0)[1] == 0
+        video.close()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "was not closed" not in result.stderr
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
+
+
 @pytest.mark.parametrize("kind", ["numpy", "texture"])
 def test_a_writer_left_open_at_exit_is_closed_complete(
     tmp_path: Path, ffmpeg_exe: str, kind: str

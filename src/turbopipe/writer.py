@@ -11,6 +11,7 @@ import math
 import operator
 import os
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -206,7 +207,10 @@ class VideoWriter:
             source.release()
             raise
         self._source, self._process = source, process
-        self._forgotten = weakref.finalize(self, _close_forgotten, process, source, self.output)
+        self._forgotten = weakref.finalize(
+            self, _close_forgotten, process, source, self.output, os.getpid(),
+            threading.current_thread(),
+        )  # fmt: skip
 
     def _converts_on_gpu(self, ctx: Any) -> bool:
         from .gl import GPU_FORMATS
@@ -299,10 +303,21 @@ def _stop(process: FFmpegProcess, source: _Source) -> None:
     source.release()
 
 
-def _close_forgotten(process: FFmpegProcess, source: _Source, output: str) -> None:
+def _close_forgotten(
+    process: FFmpegProcess, source: _Source, output: str, pid: int, thread: threading.Thread
+) -> None:
     """Close a writer that was dropped, or left open at exit, without close()."""
+    if os.getpid() != pid:  # a forked child's copy: the parent's video is not its to end
+        return
+    news = ""
+    if isinstance(source, _GLRing) and threading.current_thread() is not thread:
+        # GL calls belong to the thread that wrote: end the video without the frame held
+        # back, and leave the GPU ring to its context.
+        source, news = _Source(), " (off its GL thread: without its last frame)"
     warnings.warn(
-        f"VideoWriter for {output!r} was not closed: closing it now", ResourceWarning, stacklevel=1
+        f"VideoWriter for {output!r} was not closed: closing it now{news}",
+        ResourceWarning,
+        stacklevel=1,
     )
     _finish(process, source)
 
