@@ -363,8 +363,9 @@ class _CPUFrames(_Source):
     # Holds no reference to the writer: the writer's finalizer holds this source.
     def __init__(self, writer: VideoWriter, first: Any) -> None:
         self.width, self.height = writer.width, writer.height
-        self.frame_bytes = 0  # any size allowed for the first frame, then its own
-        self.frame_bytes = self._view(first).nbytes
+        self.frame_bytes = 0  # _view() takes the first frame's size, then only that one
+        with self._view(first) as view:
+            self.frame_bytes = view.nbytes
         self.components = self.frame_bytes // (self.width * self.height)
         self.ring = [bytearray(self.frame_bytes) for _ in range(writer._ring_size)]
         self.next = 0
