@@ -56,6 +56,7 @@ def test_unknown_choices_are_refused(capsys: pytest.CaptureFixture[str], option:
         ["benchmark", "--methods", "reference"],
         ["demo", "--width", "0"],
         ["demo", "--fps", "nan"],
+        ["demo", "--seconds", "inf"],
     ],
 )
 def test_bad_values_are_refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:

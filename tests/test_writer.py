@@ -432,6 +432,42 @@ def test_an_error_inside_with_still_leaves_a_playable_video(
     assert np.array_equal(decoded, np.stack(frames))
 
 
+def test_the_blocks_error_wins_over_a_failing_close(tmp_path: Path) -> None:
+    video = VideoWriter(tmp_path / "missing" / "out.mkv", W, H, codec="ffv1")
+    with pytest.raises(KeyError) as raised, video:
+        video.write(np.zeros((H, W, 3), np.uint8))
+        raise KeyError("the program's own")
+    said = "".join(getattr(raised.value, "__notes__", []))
+    assert sys.version_info < (3, 11) or "closing the VideoWriter failed" in said
+
+
+def test_a_dropped_writer_is_closed_even_when_warnings_are_errors(
+    tmp_path: Path, ffmpeg_exe: str
+) -> None:
+    frames = random_frames(2)
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    result = run_with_engine(
+        f"""
+        import gc, warnings
+        import numpy as np
+        from turbopipe import VideoWriter
+        warnings.simplefilter("error")
+        video = VideoWriter({str(tmp_path / "out.mkv")!r}, {W}, {H}, codec="ffv1",
+                            pix_fmt="rgb24")
+        for frame in np.load({str(tmp_path / "frames.npy")!r}):
+            video.write(frame)
+        pid = video.pid
+        del video
+        gc.collect()
+        print(pid)
+        """
+    )
+    assert "ResourceWarning" in result.stderr
+    assert process_gone(int(result.stdout))
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
+
+
 def test_a_dropped_writer_is_closed_complete(tmp_path: Path, ffmpeg_exe: str) -> None:
     frames = random_frames(3)
     video = VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24")

@@ -177,9 +177,15 @@ class VideoWriter:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # Even when the block raised (Ctrl-C ending a recording, say): the frames written
-        # make a playable file. A failure to close comes with the block's error attached.
-        self.close()
+        if error is None:
+            self.close()
+            return
+        # The block raised (Ctrl-C ending a recording, say): the frames written still make
+        # a playable file. The block's error wins; a failure to close is noted on it.
+        try:
+            self.close()
+        except Exception as failure:
+            _note(error, f"and closing the VideoWriter failed: {failure}")
 
     # Starting FFmpeg
 
@@ -314,12 +320,21 @@ def _close_forgotten(
         # GL calls belong to the thread that wrote: end the video without the frame held
         # back, and leave the GPU ring to its context.
         source, news = _Source(), " (off its GL thread: without its last frame)"
-    warnings.warn(
-        f"VideoWriter for {output!r} was not closed: closing it now{news}",
-        ResourceWarning,
-        stacklevel=1,
-    )
-    _finish(process, source)
+    try:
+        warnings.warn(
+            f"VideoWriter for {output!r} was not closed: closing it now{news}",
+            ResourceWarning,
+            stacklevel=1,
+        )
+    finally:  # a warning made an error (-W error) must not leave the video unfinished
+        _finish(process, source)
+
+
+def _note(error: BaseException, text: str) -> None:
+    if sys.version_info >= (3, 11):
+        error.add_note(text)
+    else:
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
 def _is_moderngl(frame: Any, *names: str) -> bool:
