@@ -809,6 +809,42 @@ def test_fork_with_writes_queued(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert (tmp_path / "child").read_bytes() == b"child"
 
 
+def test_a_child_forked_while_writing_keeps_no_reader_waiting() -> None:
+    """A child that outlives the parent's writes has closed its copies of the engine's
+    descriptors: the reader sees end of file once the parent is done."""
+    result = run_with_engine(
+        """
+        import os, select, signal, time
+        read_fd, write_fd = os.pipe()
+        turbopipe.pipe(b"x" * (4 << 20), write_fd)  # stalls: nobody reads yet
+        child = os.fork()
+        if child == 0:
+            os.close(write_fd)  # all the child knows of
+            time.sleep(60)
+            os._exit(0)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        received, deadline = 0, time.monotonic() + 20
+        while time.monotonic() < deadline:
+            select.select([read_fd], [], [], 0.5)
+            try:
+                chunk = os.read(read_fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            received += len(chunk)
+        else:
+            received = -1  # no end of file while the child lives
+        turbopipe.sync()
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        print(received)
+        """
+    )
+    assert result.stdout.strip() == str(4 << 20), result.stderr
+
+
 def test_a_signal_storm_interrupts_nothing(make_pipe: type[Pipe]) -> None:
     """Signals land on the writer threads too; their write()s see EINTR and go on."""
     pipe = make_pipe()

@@ -483,6 +483,37 @@ def test_a_dropped_writer_is_closed_complete(tmp_path: Path, ffmpeg_exe: str) ->
     assert np.array_equal(decoded, np.stack(frames))
 
 
+def test_a_forked_child_does_not_keep_ffmpeg_waiting(tmp_path: Path, ffmpeg_exe: str) -> None:
+    """A child still alive when the parent closes the writer (a worker pool, say) holds
+    no copy of FFmpeg's stdin: FFmpeg sees the end of its input."""
+    frames = random_frames(3)
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    result = run_with_engine(
+        f"""
+        import os, signal, time
+        import numpy as np
+        from turbopipe import VideoWriter
+        video = VideoWriter({str(tmp_path / "out.mkv")!r}, {W}, {H}, codec="ffv1",
+                            pix_fmt="rgb24")
+        for frame in np.load({str(tmp_path / "frames.npy")!r}):
+            video.write(frame)
+        child = os.fork()
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+        started = time.monotonic()
+        video.close()
+        print(round(time.monotonic() - started))
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 10  # seconds: not until the child exits
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames))
+
+
 def test_a_forked_child_leaves_the_parents_writer_alone(tmp_path: Path, ffmpeg_exe: str) -> None:
     """A child that exits normally does not close (nor add to) the writer it inherited."""
     frames = random_frames(5)

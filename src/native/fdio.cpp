@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <csignal>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -47,6 +49,27 @@ void discard_pending_sigpipe() {
     while (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
         sigwait(&sigpipe, &signal);
     }
+}
+
+// Every descriptor the engine holds open (duplicates, relay ends), for a forked child to
+// close its copies of: a child that outlives the parent's writes would otherwise keep
+// their reader from ever seeing end of file. A descriptor joins after it is opened and
+// leaves before it is closed, so the child never closes a number that is not one of ours.
+std::mutex held_mutex;
+std::unordered_set<int> held;
+
+void hold(int fd) {
+    std::lock_guard<std::mutex> lock(held_mutex);
+    held.insert(fd);
+}
+
+void close_held(int fd) {
+    {
+        std::lock_guard<std::mutex> lock(held_mutex);
+        held.erase(fd);
+    }
+    // After close() the descriptor is gone even on EINTR (Linux); never retry.
+    close(fd);
 }
 
 // The destination or the system refused splicing: write() does the rest.
@@ -108,10 +131,11 @@ std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 void drop_unread(int fd) {
     int reader = open(proc_path(fd).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (reader < 0) return;
+    hold(reader);
     uint8_t scratch[65536];
     while (read(reader, scratch, sizeof scratch) > 0) {
     }
-    close(reader);
+    close_held(reader);
 }
 
 // Sleeps until no spliced page is left in the pipe: the reader took them all, or it is
@@ -194,8 +218,8 @@ Relay::~Relay() { close(); }
 
 void Relay::close() {
     if (!is_open()) return;
-    ::close(read_end_);
-    ::close(write_end_);
+    close_held(read_end_);
+    close_held(write_end_);
     read_end_ = write_end_ = -1;
     capacity_ = wanted_ = 0;
     broken_ = false;
@@ -207,6 +231,8 @@ bool Relay::open() {
     if (pipe2(ends, O_CLOEXEC) < 0) return false;
     read_end_ = ends[0];
     write_end_ = ends[1];
+    hold(read_end_);
+    hold(write_end_);
     return true;
 #else
     return false;
@@ -301,6 +327,7 @@ int capture_descriptor(int fd, int* duplicate, FileId* file) {
         close(copy);
         return error;
     }
+    hold(copy);
     *duplicate = copy;
 #ifdef O_DIRECT
     file->packet = (flags & O_DIRECT) != 0;
@@ -308,9 +335,16 @@ int capture_descriptor(int fd, int* duplicate, FileId* file) {
     return 0;
 }
 
-void release_descriptor(int fd) {
-    // After close() the descriptor is gone even on EINTR (Linux); never retry.
-    close(fd);
+void release_descriptor(int fd) { close_held(fd); }
+
+void before_fork() { held_mutex.lock(); }
+
+void after_fork_in_parent() { held_mutex.unlock(); }
+
+void after_fork_in_child() {
+    for (int fd : held) close(fd);
+    held.clear();
+    held_mutex.unlock();
 }
 
 int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written) {

@@ -112,6 +112,13 @@ bool can_empty_pipe(int fd);
 // Closes a descriptor made by capture_descriptor.
 void release_descriptor(int fd);
 
+// Fork handlers (pthread_atfork): the child closes its copies of every descriptor the
+// engine holds, so that a child outliving the parent's writes never keeps their reader
+// from seeing end of file.
+void before_fork();
+void after_fork_in_parent();
+void after_fork_in_child();
+
 // Writes all of data[0, size) to fd, retrying partial writes and EINTR, and waiting with
 // poll() when a non-blocking fd returns EAGAIN. `*written` counts the bytes that made it.
 int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);

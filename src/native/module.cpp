@@ -28,8 +28,12 @@ constexpr auto kWaitSlice = std::chrono::milliseconds(50);
 Engine* engine = new Engine(kQueueLimit);
 
 // In a forked child the parent's workers do not exist and the mutex may be held by one of
-// them: start over, leaking the parent's state rather than touching it.
-void reset_after_fork() { engine = new Engine(kQueueLimit); }
+// them: start over, leaking the parent's state rather than touching it (but closing the
+// descriptors it held).
+void reset_after_fork() {
+    turbopipe::after_fork_in_child();
+    engine = new Engine(kQueueLimit);
+}
 
 // What keeps an item's memory valid: the buffer export and a reference to its key.
 struct Export {
@@ -238,7 +242,8 @@ PyModuleDef module = {
 PyMODINIT_FUNC PyInit__core() {
     static bool registered = false;
     if (!registered) {
-        pthread_atfork(nullptr, nullptr, reset_after_fork);
+        pthread_atfork(turbopipe::before_fork, turbopipe::after_fork_in_parent,
+                       reset_after_fork);
         registered = true;
     }
     return PyModule_Create(&module);

@@ -128,6 +128,10 @@ _next_order = 0  # of the next item submitted
 _files: dict[int, tuple[int, int]] = {}  # fd number -> the file it last named
 _active_keys: set[int] = set()  # ids of keys of items queued or being written
 _finished: list[_Item] = []
+# Every descriptor the engine holds open (duplicates, relay ends), for a forked child to
+# close (see fdio.cpp). A descriptor joins after it is opened and leaves before it is
+# closed; the forking thread holds the GIL, so the child sees the set whole.
+_held: set[int] = set()
 _IDLE_EXIT = 2.0  # seconds a worker waits for work before it exits on its own
 
 
@@ -156,6 +160,7 @@ def _capture_descriptor(fd: int) -> _Target:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         packet = bool(flags & getattr(os, "O_DIRECT", 0))
         file = (info.st_dev, info.st_ino)
+        _held.add(duplicate)
         return _Target(fd, duplicate, file, stat.S_ISFIFO(info.st_mode), packet)
     except OSError as error:
         if duplicate >= 0:
@@ -402,6 +407,7 @@ def _write_next(stream: _Stream) -> bool:
 
 
 def _close(descriptor: int) -> None:
+    _held.discard(descriptor)
     # A close() error (deferred EIO on NFS) cannot be acted on; the descriptor is gone anyway.
     with contextlib.suppress(OSError):
         os.close(descriptor)
@@ -422,6 +428,7 @@ class _Relay:
         if self.ends is None and hasattr(os, "splice"):
             with contextlib.suppress(OSError):  # no relay: the items are write()n
                 self.ends = os.pipe()  # close-on-exec
+                _held.update(self.ends)
 
     def is_open(self) -> bool:
         return self.ends is not None
@@ -559,6 +566,10 @@ def _reset_after_fork() -> None:
     # engine leaks its old state likewise).
     global _lock, _progress, _streams, _files, _active_keys, _finished
     ctypes.pythonapi.Py_IncRef(ctypes.py_object((_streams, _finished)))
+    for descriptor in _held:  # the parent's: a child outliving them would hold them open
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _held.clear()
     _lock = threading.RLock()
     _progress = threading.Condition(_lock)
     _streams, _files, _active_keys, _finished = {}, {}, set(), []

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 
 ENV_VAR = "TURBOPIPE_FFMPEG"
@@ -69,7 +70,11 @@ def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
 
 
 class FFmpegProcess:
-    """An FFmpeg child reading from its stdin, with its stderr drained into a tail."""
+    """An FFmpeg child reading from its stdin, with its stderr drained into a tail.
+
+    A forked child of ours closes its copy of every FFmpeg's stdin at once: a child that
+    outlived our close would keep FFmpeg from seeing end of input, and us waiting for it.
+    """
 
     def __init__(self, argv: Sequence[str], pipe_size: int = 0) -> None:
         self.argv = list(argv)
@@ -87,6 +92,7 @@ class FFmpegProcess:
         assert self._process.stdin is not None
         # Kept as a number: turbopipe.sync(file=...) may need it after stdin is closed.
         self.stdin_fd = self._process.stdin.fileno()
+        _started.add(self)
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self._drain = threading.Thread(target=self._read_stderr, name="ffmpeg-stderr", daemon=True)
         self._drain.start()
@@ -144,3 +150,14 @@ class FFmpegProcess:
 
     def _error(self, message: str) -> FFmpegError:
         return FFmpegError(message, self.argv, self._process.returncode, self.tail())
+
+
+_started: weakref.WeakSet[FFmpegProcess] = weakref.WeakSet()
+
+
+def _close_stdins_in_child() -> None:
+    for process in list(_started):
+        process._close_stdin()
+
+
+os.register_at_fork(after_in_child=_close_stdins_in_child)
