@@ -451,8 +451,9 @@ class _GLRing(_Source):
 
     def flush(self, fd: int) -> None:
         if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pipe(pending, fd, vmsplice=True)
+            # Kept until queued: a Ctrl-C while pipe() waits for room loses no frame.
+            pipe(self.pending, fd, vmsplice=True)
+            self.pending = None
 
     def release(self) -> None:
         for slot in self.ring:
