@@ -591,6 +591,25 @@ def test_sync_of_a_reused_number_waits_for_the_file_it_names_now(tmp_path: Path)
     assert old_reader.join() == md5(old)
 
 
+def test_sync_of_a_closed_number_that_the_engine_took() -> None:
+    """Once the caller closed n, the engine's own duplicate of another file may take
+    number n: sync(file=n) still waits for the file n named, not for that one."""
+    read1, write1 = os.pipe()
+    read2, write2 = os.pipe()
+    first, second = os.urandom(4 * MiB), os.urandom(4 * MiB)
+    turbopipe.pipe(first, write1)  # stalls: nobody reads yet
+    os.close(write1)
+    turbopipe.pipe(second, write2)  # stalls too; its duplicate takes the lowest free number
+    assert os.readlink(f"/proc/self/fd/{write1}") == os.readlink(f"/proc/self/fd/{write2}")
+    reader1 = Reader(read1)
+    turbopipe.sync(file=write1)  # would wait behind the second, stalled pipe
+    assert reader1.join() == md5(first)
+    reader2 = Reader(read2)
+    turbopipe.sync()
+    os.close(write2)
+    assert reader2.join() == md5(second)
+
+
 def test_the_same_file_again_through_a_reused_number_keeps_its_order() -> None:
     """fd n names pipe X, then Y, then X again: X's bytes stay in order, never interleaved."""
     x_read, x_write = os.pipe()

@@ -52,24 +52,34 @@ void discard_pending_sigpipe() {
 }
 
 // Every descriptor the engine holds open (duplicates, relay ends), for a forked child to
-// close its copies of: a child that outlives the parent's writes would otherwise keep
-// their reader from ever seeing end of file. A descriptor joins after it is opened and
-// leaves before it is closed, so the child never closes a number that is not one of ours.
+// close its copies of (a child that outlives the parent's writes would otherwise keep
+// their reader from ever seeing end of file), and for identify_descriptor to tell the
+// caller's numbers from ours. Opened and closed under held_mutex: the set is then exactly
+// the engine's open descriptors for anyone holding it (a forked child included).
 std::mutex held_mutex;
 std::unordered_set<int> held;
 
-void hold(int fd) {
+// Opens a descriptor with open_fd() (it, or -1 with errno set) and holds it.
+template <class Open>
+int open_held(Open open_fd) {
     std::lock_guard<std::mutex> lock(held_mutex);
-    held.insert(fd);
+    int fd = open_fd();
+    if (fd >= 0) held.insert(fd);
+    return fd;
 }
 
 void close_held(int fd) {
-    {
-        std::lock_guard<std::mutex> lock(held_mutex);
-        held.erase(fd);
-    }
+    std::lock_guard<std::mutex> lock(held_mutex);
+    held.erase(fd);
     // After close() the descriptor is gone even on EINTR (Linux); never retry.
     close(fd);
+}
+
+int file_of(int fd, FileId* file) {
+    struct stat info;
+    if (fstat(fd, &info) < 0) return errno;
+    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+    return 0;
 }
 
 // The destination or the system refused splicing: write() does the rest.
@@ -129,9 +139,9 @@ std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 // Empties a pipe whose reader is gone, through a read end of its own: a later reader
 // (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
 void drop_unread(int fd) {
-    int reader = open(proc_path(fd).c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    std::string path = proc_path(fd);
+    int reader = open_held([&] { return open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); });
     if (reader < 0) return;
-    hold(reader);
     uint8_t scratch[65536];
     while (read(reader, scratch, sizeof scratch) > 0) {
     }
@@ -228,11 +238,12 @@ void Relay::close() {
 bool Relay::open() {
 #ifdef __linux__
     int ends[2];
+    std::lock_guard<std::mutex> lock(held_mutex);  // as open_held, for two
     if (pipe2(ends, O_CLOEXEC) < 0) return false;
     read_end_ = ends[0];
     write_end_ = ends[1];
-    hold(read_end_);
-    hold(write_end_);
+    held.insert(read_end_);
+    held.insert(write_end_);
     return true;
 #else
     return false;
@@ -310,24 +321,22 @@ bool can_empty_pipe(int fd) {
 }
 
 int identify_descriptor(int fd, FileId* file) {
-    struct stat info;
-    if (fstat(fd, &info) < 0) return errno;
-    *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
-    return 0;
+    std::lock_guard<std::mutex> lock(held_mutex);
+    // A number the caller closed may be one of ours now: for the caller, it is closed.
+    return held.count(fd) ? EBADF : file_of(fd, file);
 }
 
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
     // Duplicated first, then asked: what is checked is what will be written to.
-    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    int copy = open_held([&] { return fcntl(fd, F_DUPFD_CLOEXEC, 0); });
     if (copy < 0) return errno;
     int flags = fcntl(copy, F_GETFL);
-    int error = flags < 0 ? errno : identify_descriptor(copy, file);
+    int error = flags < 0 ? errno : file_of(copy, file);
     if (!error && (flags & O_ACCMODE) == O_RDONLY) error = EBADF;
     if (error) {
-        close(copy);
+        close_held(copy);
         return error;
     }
-    hold(copy);
     *duplicate = copy;
 #ifdef O_DIRECT
     file->packet = (flags & O_DIRECT) != 0;

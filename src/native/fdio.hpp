@@ -101,7 +101,8 @@ private:
 // with EBADF for a closed or read-only descriptor.
 int capture_descriptor(int fd, int* duplicate, FileId* file);
 
-// Which file fd names now (what capture_descriptor tells, but for the packet flag).
+// Which file the caller's fd names now (as capture_descriptor tells, but for the packet
+// flag); EBADF if it is closed, or if its number is one of the engine's own descriptors.
 int identify_descriptor(int fd, FileId* file);
 
 // Whether the engine could open a read end of the pipe fd writes to, and so empty it of

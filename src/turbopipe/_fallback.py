@@ -129,9 +129,10 @@ _files: dict[int, tuple[int, int]] = {}  # fd number -> the file it last named
 _active_keys: set[int] = set()  # ids of keys of items queued or being written
 _finished: list[_Item] = []
 # Every descriptor the engine holds open (duplicates, relay ends), for a forked child to
-# close (see fdio.cpp). A descriptor joins after it is opened and leaves before it is
-# closed; the forking thread holds the GIL, so the child sees the set whole.
+# close and for wait_fd to tell the caller's numbers from ours (see fdio.cpp). Opened and
+# closed under _held_lock.
 _held: set[int] = set()
+_held_lock = threading.Lock()
 _IDLE_EXIT = 2.0  # seconds a worker waits for work before it exits on its own
 
 
@@ -153,18 +154,19 @@ def _capture_descriptor(fd: int) -> _Target:
     duplicate = -1
     try:
         # Duplicated first, then asked: what is checked is what will be written to.
-        duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        with _held_lock:
+            duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+            _held.add(duplicate)
         flags = fcntl.fcntl(duplicate, fcntl.F_GETFL)
         info = os.fstat(duplicate)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         packet = bool(flags & getattr(os, "O_DIRECT", 0))
         file = (info.st_dev, info.st_ino)
-        _held.add(duplicate)
         return _Target(fd, duplicate, file, stat.S_ISFIFO(info.st_mode), packet)
     except OSError as error:
         if duplicate >= 0:
-            os.close(duplicate)
+            _close(duplicate)
         code = error.errno or errno.EBADF
         detail = " is not open for writing" if code == errno.EBADF else ": cannot hold on to it"
         raise _os_error(code, f"fd {fd}{detail}") from None
@@ -302,13 +304,13 @@ def wait_key(key: object) -> None:
 
 def wait_fd(fd: int) -> None:
     fd = _to_fd(fd)
-    # The file fd names now: once its number is reused, not the one it named before.
-    try:
-        info = os.fstat(fd)
-    except OSError:  # closed: the file it named at its last pipe(), if any
-        named = None
-    else:
-        named = (info.st_dev, info.st_ino)
+    # The file fd names now: once its number is reused, not the one it named before. If
+    # it is closed (or one of ours now), the file it named at its last pipe(), if any.
+    named = None
+    with _held_lock, contextlib.suppress(OSError):
+        if fd not in _held:
+            info = os.fstat(fd)
+            named = (info.st_dev, info.st_ino)
 
     def stream() -> _Stream | None:
         return _stream_of_fd(fd) if named is None else _streams.get(named)
@@ -407,10 +409,11 @@ def _write_next(stream: _Stream) -> bool:
 
 
 def _close(descriptor: int) -> None:
-    _held.discard(descriptor)
-    # A close() error (deferred EIO on NFS) cannot be acted on; the descriptor is gone anyway.
-    with contextlib.suppress(OSError):
-        os.close(descriptor)
+    with _held_lock:
+        _held.discard(descriptor)
+        # A close() error (deferred EIO on NFS) cannot be acted on; the descriptor is gone.
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
 
 
 class _Relay:
@@ -426,7 +429,8 @@ class _Relay:
     def open(self) -> None:
         """Make the pipe, on the caller's thread (see fdio.hpp); needs os.splice."""
         if self.ends is None and hasattr(os, "splice"):
-            with contextlib.suppress(OSError):  # no relay: the items are write()n
+            # No relay if it fails: the items are write()n.
+            with contextlib.suppress(OSError), _held_lock:
                 self.ends = os.pipe()  # close-on-exec
                 _held.update(self.ends)
 
@@ -564,8 +568,9 @@ def _reset_after_fork() -> None:
     # parent's items are kept, even through the interpreter's exit: freeing one releases
     # its buffer export, which for a moderngl buffer runs glUnmapBuffer (the native
     # engine leaks its old state likewise).
-    global _lock, _progress, _streams, _files, _active_keys, _finished
+    global _lock, _progress, _streams, _files, _active_keys, _finished, _held_lock
     ctypes.pythonapi.Py_IncRef(ctypes.py_object((_streams, _finished)))
+    _held_lock = threading.Lock()  # a parent's thread may have held it
     for descriptor in _held:  # the parent's: a child outliving them would hold them open
         with contextlib.suppress(OSError):
             os.close(descriptor)
