@@ -416,6 +416,11 @@ def _close(descriptor: int) -> None:
             os.close(descriptor)
 
 
+# os.splice came with Python 3.10 (Linux only): without it no relay is opened.
+_splice = getattr(os, "splice", None)
+_SPLICE_F_MOVE = getattr(os, "SPLICE_F_MOVE", 0)
+
+
 class _Relay:
     """A pipe private to one stream (see fdio.hpp's Relay for why)."""
 
@@ -428,7 +433,7 @@ class _Relay:
 
     def open(self) -> None:
         """Make the pipe, on the caller's thread (see fdio.hpp); needs os.splice."""
-        if self.ends is None and hasattr(os, "splice"):
+        if self.ends is None and _splice is not None:
             # No relay if it fails: the items are write()n.
             with contextlib.suppress(OSError), _held_lock:
                 self.ends = os.pipe()  # close-on-exec
@@ -456,7 +461,7 @@ class _Relay:
         """Copy view into the relay, a relay-full (or a chunk, in whole pages) at a time,
         moving each fill into fd; return the bytes that reached fd and the error that
         stopped it, if any."""
-        assert self.ends is not None
+        assert self.ends is not None and _splice is not None  # as open() made sure
         read_end, write_end = self.ends
         step = min(-(-chunk // _PAGE) * _PAGE, self.capacity) if chunk else self.capacity
         written = 0
@@ -466,7 +471,7 @@ class _Relay:
                 filled = os.write(write_end, view[written : written + step])
                 while filled:
                     try:
-                        moved = os.splice(read_end, fd, filled, flags=os.SPLICE_F_MOVE)
+                        moved = _splice(read_end, fd, filled, flags=_SPLICE_F_MOVE)
                     except BlockingIOError:
                         _wait_writable(fd)
                         continue
