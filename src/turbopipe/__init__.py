@@ -21,9 +21,11 @@ from ._glmap import Mappings, gl_buffer
 
 if TYPE_CHECKING:
     import moderngl
+    import numpy
     from typing_extensions import Buffer, TypeAlias
 
-    Pipeable: TypeAlias = Union[Buffer, moderngl.Buffer]
+    # numpy arrays are Buffers to type checkers only from Python 3.12 (__buffer__).
+    Pipeable: TypeAlias = Union[Buffer, moderngl.Buffer, numpy.ndarray]
 
 __all__ = [
     "ENGINE",
