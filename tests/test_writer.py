@@ -404,6 +404,33 @@ def test_a_wrong_first_frame_starts_no_ffmpeg(
     assert not (tmp_path / "out.mkv").exists()
 
 
+def test_frames_without_colors_are_refused(tmp_path: Path, gl_context: moderngl.Context) -> None:
+    depth = gl_context.depth_texture((W, H))
+    depth_only = gl_context.framebuffer(depth_attachment=gl_context.depth_renderbuffer((W, H)))
+    video = VideoWriter(tmp_path / "out.mkv", W, H)
+    with pytest.raises(ValueError, match="depth texture"):
+        video.write(depth)
+    with pytest.raises(ValueError, match="no color attachment"):
+        video.write(depth_only)
+    assert video.pid is None
+    video.close()
+    depth_only.release()
+    depth.release()
+
+
+def test_gpu_convert_refuses_frames_it_cannot_convert(
+    tmp_path: Path, gl_context: moderngl.Context
+) -> None:
+    buffer = gl_context.buffer(reserve=W * H * 3)
+    for frame in (np.zeros((H, W, 3), np.uint8), buffer):
+        video = VideoWriter(tmp_path / "out.mkv", W, H, gpu_convert=True)
+        with pytest.raises(ValueError, match=f"gpu_convert=True.*not {type(frame).__name__}"):
+            video.write(frame)
+        assert video.pid is None
+        video.close()
+    buffer.release()
+
+
 def test_a_numpy_writer_given_gl_frames_says_so(tmp_path: Path, fbo: moderngl.Framebuffer) -> None:
     with VideoWriter(tmp_path / "out.mkv", W, H, codec="ffv1") as video:
         video.write(np.zeros((H, W, 3), np.uint8))

@@ -113,11 +113,16 @@ class _Scratch:
 
 
 def check_frame(frame: Any, size: tuple[int, int]) -> None:
-    """Raise TypeError unless frame is a Framebuffer or Texture, ValueError unless of size."""
+    """Raise TypeError unless frame is a Framebuffer or Texture, ValueError unless it has
+    colors (a depth texture, a depth-only framebuffer) of that size."""
     if not isinstance(frame, (moderngl.Framebuffer, moderngl.Texture)):
         raise TypeError(
             f"frames must be moderngl Framebuffers or Textures, not {type(frame).__name__}"
         )
+    if isinstance(frame, moderngl.Framebuffer) and not frame.color_attachments:
+        raise ValueError("the framebuffer has no color attachment to read frames from")
+    if isinstance(frame, moderngl.Texture) and frame.depth:
+        raise ValueError("a depth texture holds no colors to read frames from")
     if tuple(frame.size) != size:
         raise ValueError(f"frame is {frame.size[0]}x{frame.size[1]}, the video {size[0]}x{size[1]}")
 

@@ -199,6 +199,11 @@ class VideoWriter:
             source = _GLFrames(frame.ctx, self, convert, flip=vflip is not False)
             input_pix_fmt = self.pix_fmt if convert else "rgb24"
             vflip = False if convert else vflip is not False
+        elif self.gpu_convert:
+            raise ValueError(
+                "gpu_convert=True converts moderngl Framebuffers or Textures, not "
+                f"{type(frame).__name__} frames"
+            )
         elif _is_moderngl(frame, "Buffer"):
             components = _bytes_per_pixel(self.width, self.height, frame.size)
             source = _GLBuffers(frame.ctx, self, components)
