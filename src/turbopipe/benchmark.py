@@ -73,7 +73,7 @@ class Plan:
                  "height": RESOLUTIONS[resolution][1], "method": method,
                  "frames": self.writer_frames, "ffmpeg": self.ffmpeg}
                 for resolution in self.resolutions
-                for method in WRITER_METHODS
+                for method in self.methods
             ]  # fmt: skip
         cases = []
         for resolution in self.resolutions:

@@ -68,24 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--encoders",
         type=_list_of(["null", "ultrafast", "slow"]),
-        default=["null"],
+        default=None,
         help="comma list of null, ultrafast, slow (default null)",
     )
     bench.add_argument(
         "--buffers",
         type=_numbers,
-        default=["1", "4"],
+        default=None,
         help="comma list of ring sizes (default 1,4)",
     )
     bench.add_argument(
         "--methods",
-        type=_list_of(benchmark.METHODS),
+        type=_list_of(list(dict.fromkeys(benchmark.METHODS + benchmark.WRITER_METHODS))),
         default=None,
         help=f"comma list of {', '.join(benchmark.METHODS)} (default: all but reference, "
-        "plus reference when --reference-python is given)",
+        "plus reference when --reference-python is given); with --writer, of "
+        f"{', '.join(benchmark.WRITER_METHODS)} (default: all)",
     )
     bench.add_argument(
-        "--gigabytes", type=_positive(float), default=0.5, help="data piped per case (default 0.5)"
+        "--gigabytes", type=_positive(float), default=None, help="data piped per case (default 0.5)"
     )
     bench.add_argument(
         "--repeats",
@@ -100,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--writer",
         action="store_true",
-        help="measure VideoWriter end to end (demo shader into x264 ultrafast) instead",
+        help="measure VideoWriter end to end instead: 240 frames of the demo shader into x264 "
+        "ultrafast, at each resolution (--encoders, --buffers, --gigabytes and --full do not "
+        "apply)",
     )
     bench.add_argument(
         "--reference-python",
@@ -132,25 +135,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = {"benchmark": run_benchmark, "demo": run_demo}[args.command]
-    methods = getattr(args, "methods", None) or []
-    if "reference" in methods and not args.reference_python:
-        parser.error("the reference method needs --reference-python")
+    if args.command == "benchmark":
+        _check_benchmark_args(parser, args)
     try:
         return run(args)
     except (FFmpegError, OSError) as error:  # FFmpeg missing or failing, an unwritable output
         parser.exit(1, f"turbopipe {args.command}: {error}\n")
 
 
+def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    methods = args.methods or []
+    if args.writer:
+        given = [
+            option
+            for option, value in (("--encoders", args.encoders), ("--buffers", args.buffers),
+                                  ("--gigabytes", args.gigabytes), ("--full", args.full))
+            if value
+        ]  # fmt: skip
+        if given:
+            parser.error(f"{', '.join(given)} do not apply to --writer")
+        allowed: Sequence[str] = benchmark.WRITER_METHODS
+    else:
+        allowed = benchmark.METHODS
+    unknown = [method for method in methods if method not in allowed]
+    if unknown:
+        parser.error(f"unknown method {', '.join(unknown)} (choose from {', '.join(allowed)})")
+    if "reference" in methods and not args.reference_python:
+        parser.error("the reference method needs --reference-python")
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
-    methods = args.methods or [m for m in benchmark.METHODS if m != "reference"] + (
-        ["reference"] if args.reference_python else []
-    )
+    if args.writer:
+        methods = args.methods or list(benchmark.WRITER_METHODS)
+    else:
+        methods = args.methods or [m for m in benchmark.METHODS if m != "reference"] + (
+            ["reference"] if args.reference_python else []
+        )
     plan = benchmark.Plan(
         resolutions=list(benchmark.RESOLUTIONS) if args.full else args.resolutions,
-        encoders=["null", "ultrafast", "slow"] if args.full else args.encoders,
-        buffers=[int(b) for b in args.buffers],
+        encoders=["null", "ultrafast", "slow"] if args.full else args.encoders or ["null"],
+        buffers=[int(b) for b in args.buffers or ["1", "4"]],
         methods=methods,
-        gigabytes=2.0 if args.full else args.gigabytes,
+        gigabytes=2.0 if args.full else args.gigabytes or 0.5,
         repeats=args.repeats,
         ffmpeg=find_ffmpeg(args.ffmpeg),
         reference_python=args.reference_python,
