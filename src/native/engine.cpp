@@ -37,9 +37,9 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     auto& stream = streams_[item.file];
     if (stream && take_failure(stream.get(), failure)) return Outcome::Failed;
     if (stream && stream->exited) {  // returned after idling: replace it
+        if (stream->worker.joinable()) exited_--;
         join(*stream);
         stream.reset();
-        exited_--;
     }
     if (!stream) {
         auto created = std::make_shared<Stream>();
@@ -126,6 +126,7 @@ void Engine::join_exited_workers() {
         for (auto& [file, stream] : streams_) {
             if (stream->exited && stream->failure && stream->worker.joinable()) {
                 returned.emplace_back(std::move(stream->worker), stream);
+                exited_--;
             }
         }
     }
@@ -146,7 +147,7 @@ std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
     for (auto it = streams_.begin(); it != streams_.end();) {
         if (remove(*it->second)) {
             Stream& stream = *it->second;
-            if (stream.exited) exited_--;
+            if (stream.exited && stream.worker.joinable()) exited_--;
             stream.stopping = true;
             stream.wake.notify_one();
             removed.push_back(std::move(it->second));

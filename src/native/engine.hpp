@@ -146,7 +146,8 @@ private:
     std::unordered_map<int, FileId> files_;      // fd number -> the file it last named
     std::unordered_set<uintptr_t> active_keys_;  // keys of items queued or being written
     size_t failures_ = 0;                        // streams holding a failure
-    std::atomic<size_t> exited_{0};  // streams whose worker exited; written under mutex_
+    // Streams whose worker returned and is not joined yet; written under mutex_.
+    std::atomic<size_t> exited_{0};
     std::vector<void*> finished_;
 };
 
