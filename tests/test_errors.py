@@ -250,6 +250,42 @@ def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
     assert "raised [Errno 32] Broken pipe" in result.stdout
 
 
+@pytest.mark.parametrize("options", [{}, {"relay": False}, {"vmsplice": True}])
+def test_a_mapped_file_that_shrinks_while_queued_raises_efault(
+    tmp_path: Path, options: dict[str, bool]
+) -> None:
+    """Its missing pages fail the write with EFAULT on every path, never SIGBUS."""
+    result = run_with_engine(
+        f"""
+        import mmap, os, threading, time
+        size = 4 << 20
+        with open({str(tmp_path / "mapped")!r}, "w+b") as file:
+            file.truncate(size)
+            memory = mmap.mmap(file.fileno(), size)
+            read_end, write_end = os.pipe()
+            turbopipe.pipe(memory, write_end, **{options!r})  # blocks: nobody reads yet
+            time.sleep(0.2)
+            file.truncate(size - (256 << 10))
+            got = []
+            reader = threading.Thread(
+                target=lambda: got.extend(iter(lambda: os.read(read_end, 1 << 20), b"")))
+            reader.start()
+            try:
+                turbopipe.sync()
+            except OSError as error:
+                print("raised", error.errno, error)
+            os.close(write_end)
+            reader.join()
+            print("read", sum(map(len, got)))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    raised = re.search(r"raised (\d+) .*wrote (\d+) of 4194304 bytes", result.stdout)
+    assert raised, result.stdout
+    assert int(raised[1]) == errno.EFAULT
+    assert f"read {raised[2]}" in result.stdout
+
+
 def test_a_failed_object_is_held_until_its_failure_is_reported() -> None:
     """Its address cannot be reused by a new object that would inherit the failure."""
     read_fd, write_fd = os.pipe()

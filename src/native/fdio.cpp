@@ -5,7 +5,6 @@
 #include <climits>
 #include <cstdio>
 #include <csignal>
-#include <cstring>
 #include <mutex>
 #include <string>
 #include <unordered_set>
@@ -162,6 +161,15 @@ void wait_drained(int fd) {
 // vmsplice also refuses memory the kernel cannot pin (device mappings) with EFAULT.
 bool vmsplice_refused(int error) { return splice_refused(error) || error == EFAULT; }
 
+// Copies our own memory through the kernel, unlike memcpy: memory that is gone (a file
+// mapping whose file shrank) fails the copy, to be written and so reported as EFAULT,
+// instead of raising SIGBUS in the writer thread.
+bool copy_checked(uint8_t* to, const uint8_t* from, size_t size) {
+    iovec local{to, size};
+    iovec remote{const_cast<uint8_t*>(from), size};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == ssize_t(size);
+}
+
 // Splices all but the last pipe-capacity bytes of the caller's memory, then that tail from
 // a copy in `tails`: once the tail is in, the pipe has held nothing but it, so the reader
 // has consumed every page of the caller's and the caller may reuse the memory. Memory the
@@ -178,8 +186,7 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
     }
     size_t rest = size - head, tail = 0;
     uint8_t* buffer = head && !error && rest == size_t(capacity) ? tails->next(rest) : nullptr;
-    if (buffer) {
-        std::memcpy(buffer, data + head, rest);
+    if (buffer && copy_checked(buffer, data + head, rest)) {
         error = vmsplice_all(fd, buffer, rest, &tail);
         if (tail) tails->sent();
         if (vmsplice_refused(error)) error = 0;
