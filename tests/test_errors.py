@@ -286,6 +286,95 @@ def test_a_mapped_file_that_shrinks_while_queued_raises_efault(
     assert f"read {raised[2]}" in result.stdout
 
 
+# Raises KeyboardInterrupt, once per attempt, at the n-th point of the call where a signal
+# handler can run (a function's entry, a backward jump, the return of a call into C) in the
+# package's and threading's Python code, for n = 1, 2... until the call runs through.
+_CTRL_C_EVERYWHERE = """
+import dis, os, struct, sys, threading
+
+def interrupted(call, n):
+    count = 0
+    callee = [False]  # a Python function ran since the last CALL: it was not into C
+
+    def hit():
+        nonlocal count
+        count += 1
+        if count == n:
+            raise KeyboardInterrupt
+
+    def tracer(frame, event, arg):
+        if not any(part in frame.f_code.co_filename for part in ("turbopipe", "threading")):
+            return None
+        frame.f_trace_opcodes = True
+        if event == "call":
+            callee[0] = True
+            hit()
+        elif event == "opcode":
+            name = dis.opname[frame.f_code.co_code[frame.f_lasti]]
+            after_c_call = last.get(id(frame), "").startswith("CALL") and not callee[0]
+            last[id(frame)] = name
+            if after_c_call or name in ("JUMP_BACKWARD", "JUMP_ABSOLUTE"):
+                hit()
+            if name.startswith("CALL"):
+                callee[0] = False
+        return tracer
+
+    last = {}  # the opcode each frame ran last
+    sys.settrace(tracer)
+    try:
+        call()
+        return False
+    except KeyboardInterrupt:
+        return True
+    except RuntimeError as error:  # threading.Condition, interrupted as it takes its lock back
+        assert isinstance(error.__context__, KeyboardInterrupt), error
+        return True
+    finally:
+        sys.settrace(None)
+
+read_end, write_end = os.pipe()
+received = bytearray()
+reader = threading.Thread(
+    target=lambda: received.extend(b"".join(iter(lambda: os.read(read_end, 1 << 16), b""))))
+reader.start()
+frames = [bytearray(256) for _ in range(3)]
+piped = []  # the items pipe() returned for, or that were piped before the interrupted call
+n = 0
+while True:
+    n += 1
+    frame = frames[n % 3]
+    turbopipe.sync(frame)  # it may still be queued, from an interrupted call
+    frame[:] = struct.pack("<I", n) * 64
+    if WHICH == "pipe":
+        call = lambda: turbopipe.pipe(frame, write_end)
+    else:
+        turbopipe.pipe(frame, write_end)
+        piped.append(n)
+        call = (lambda: turbopipe.sync(frame)) if WHICH == "sync" else turbopipe.sync
+    if not interrupted(call, n):
+        if WHICH == "pipe":
+            piped.append(n)
+        break
+turbopipe.close()
+os.close(write_end)
+reader.join(30)
+assert not reader.is_alive(), "no end of file: the engine kept a duplicate open"
+items = [bytes(received[i:i + 256]) for i in range(0, len(received), 256)]
+assert all(len(item) == 256 and item == item[:4] * 64 for item in items), "cut or mixed"
+numbers = [struct.unpack_from("<I", item)[0] for item in items]
+assert numbers == sorted(set(numbers)), numbers
+assert set(piped) <= set(numbers), sorted(set(piped) - set(numbers))
+print("interrupted at", n - 1, "points")
+"""
+
+
+@pytest.mark.parametrize("which", ["pipe", "sync", "sync_all"])
+def test_a_ctrl_c_anywhere_in_a_call_loses_breaks_and_leaks_nothing(which: str) -> None:
+    result = run_with_engine(f"WHICH = {which!r}\n" + _CTRL_C_EVERYWHERE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"interrupted at [1-9]\d* points", result.stdout)
+
+
 def test_a_failed_object_is_held_until_its_failure_is_reported() -> None:
     """Its address cannot be reused by a new object that would inherit the failure."""
     read_fd, write_fd = os.pipe()

@@ -53,7 +53,7 @@ class _Target:
 
 
 class _Item:
-    __slots__ = ("chunk", "key", "order", "pipe_size", "relay", "target", "view")
+    __slots__ = ("chunk", "key", "order", "pipe_size", "relay", "size", "target", "view")
 
     def __init__(
         self,
@@ -65,6 +65,7 @@ class _Item:
         relay: bool,
     ) -> None:
         self.view = view
+        self.size = view.nbytes
         self.target = target
         self.key = key
         self.chunk = chunk
@@ -78,7 +79,7 @@ class _Failure:
         self.fd = fd
         self.error = error
         self.written = written
-        self.size = item.view.nbytes
+        self.size = item.size
         self.dropped = 0
         self.items = [item]  # held, with their keys, until reported
 
@@ -151,12 +152,16 @@ def _to_fd(fd: Any) -> int:
 
 def _capture_descriptor(fd: int) -> _Target:
     """A close-on-exec duplicate of fd, and what it names (see fdio.hpp)."""
-    duplicate = -1
+    made: list[int] = []
     try:
         # Duplicated first, then asked: what is checked is what will be written to.
         with _held_lock:
-            duplicate = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
-            _held.add(duplicate)
+            # extend() stores what os.dup returns without a return to Python code in
+            # between, where a signal handler's exception (Ctrl-C) would lose it, and with
+            # it the reader's end of file.
+            made.extend(map(os.dup, (fd,)))  # close-on-exec
+            _held.update(made)
+        duplicate = made[0]
         flags = fcntl.fcntl(duplicate, fcntl.F_GETFL)
         info = os.fstat(duplicate)
         if flags & os.O_ACCMODE == os.O_RDONLY:
@@ -164,9 +169,11 @@ def _capture_descriptor(fd: int) -> _Target:
         packet = bool(flags & getattr(os, "O_DIRECT", 0))
         file = (info.st_dev, info.st_ino)
         return _Target(fd, duplicate, file, stat.S_ISFIFO(info.st_mode), packet)
-    except OSError as error:
-        if duplicate >= 0:
+    except BaseException as error:  # a signal handler's too (Ctrl-C): never leak it
+        for duplicate in made:
             _close(duplicate)
+        if not isinstance(error, OSError):
+            raise
         code = error.errno or errno.EBADF
         detail = " is not open for writing" if code == errno.EBADF else ": cannot hold on to it"
         raise _os_error(code, f"fd {fd}{detail}") from None
@@ -183,13 +190,20 @@ def _failed_stream(match: Callable[[_Failure], bool]) -> _Stream | None:
     return min(failed, key=lambda s: s.fd, default=None)
 
 
-def _take_failure(stream: _Stream | None) -> _Failure | None:
-    """Its failure, whose items join the finished (see engine.cpp's take_failure)."""
+def _raise_failure(stream: _Stream | None) -> None:
+    """Raise its failure, if any, whose items join the finished (see engine.cpp's
+    take_failure). Holds _lock."""
     if stream is None or stream.failure is None:
-        return None
-    failure, stream.failure = stream.failure, None
-    _finished.extend(failure.items)
-    return failure
+        return
+    failure = stream.failure
+    error = failure.exception()
+    try:
+        raise error
+    finally:
+        # Taken only once raised: a signal handler's exception (Ctrl-C) landing before
+        # leaves it for the next call.
+        stream.failure = None
+        _finished.extend(failure.items)
 
 
 def _remove_streams(remove: Callable[[_Stream], bool]) -> list[_Stream]:
@@ -204,8 +218,8 @@ def _remove_streams(remove: Callable[[_Stream], bool]) -> list[_Stream]:
     return removed
 
 
-def _conclude(failure: _Failure | None) -> None:
-    """Release what is finished, join workers that exited, then raise the failure."""
+def _conclude() -> None:
+    """Release what is finished and join the workers that exited."""
     with _lock:
         finished = _finished[:]
         _finished.clear()
@@ -216,8 +230,6 @@ def _conclude(failure: _Failure | None) -> None:
         item.view.release()
     for stream in exited:
         stream.thread.join()
-    if failure is not None:
-        raise failure.exception()
 
 
 def _wait(ready: Callable[[], bool]) -> None:
@@ -232,24 +244,20 @@ def submit(
     global _next_order
     fd = _to_fd(fd)
     view = memoryview(data)
-    if not view.c_contiguous:
-        view.release()
-        raise ValueError("data must be C-contiguous")
-    if view.ndim != 1 or view.itemsize != 1:
-        flat = view.cast("B") if view.nbytes else memoryview(b"")  # cast refuses 0 in shape
-        view.release()
-        view = flat
-    try:
-        target = _capture_descriptor(fd)
-    except OSError:
-        view.release()
-        raise
-    file = target.file
-    # vmsplice=True items are write()n: they never take the relay, as in the native engine.
-    item = _Item(view, target, key, chunk, pipe_size, relay and not vmsplice)
+    target: _Target | None = None
     queued = False
-    failure = None
     try:
+        if not view.c_contiguous:
+            raise ValueError("data must be C-contiguous")
+        if view.ndim != 1 or view.itemsize != 1:
+            shaped = view
+            view = view.cast("B") if view.nbytes else memoryview(b"")  # cast refuses 0 in shape
+            shaped.release()
+        target = _capture_descriptor(fd)
+        file = target.file
+        # vmsplice=True items are write()n: they never take the relay, as in the native
+        # engine.
+        item = _Item(view, target, key, chunk, pipe_size, relay and not vmsplice)
         with _lock:
             _files[fd] = file
 
@@ -263,39 +271,49 @@ def submit(
 
             _wait(ready)
             stream = _streams.get(file)
-            failure = _take_failure(stream)
-            if failure is None:
-                if stream is not None and stream.exited:  # returned after idling: replace
-                    stream.thread.join()
-                    stream = None
-                if stream is None:
-                    stream = _Stream(fd, file)
-                    try:
-                        stream.thread.start()
-                    except RuntimeError:  # no thread to be had: as the native engine says
-                        raise _Failure(fd, errno.EAGAIN, 0, item).exception() from None
-                    _streams[file] = stream
-                stream.fd = fd
-                if item.relay and target.pipe:
-                    stream.relay.open()
-                item.order = _next_order
-                _next_order += 1
+            _raise_failure(stream)
+            if stream is not None and stream.exited:  # returned after idling: replace
+                stream.thread.join()
+                stream = None
+            if stream is None:
+                stream = _Stream(fd, file)
+                try:
+                    stream.thread.start()
+                except RuntimeError as error:
+                    if error.__context__ is not None:  # raised by an interrupted wait
+                        raise
+                    # No thread to be had: as the native engine says.
+                    raise _Failure(fd, errno.EAGAIN, 0, item).exception() from None
+                _streams[file] = stream
+            stream.fd = fd
+            if item.relay and target.pipe:
+                stream.relay.open()
+            item.order = _next_order
+            _next_order += 1
+            try:
                 stream.queue.append(item)
-                _active_keys.add(id(key))
-                stream.wake.notify()
-                queued = True
+            finally:
+                # Queued whole even if a signal handler's exception (Ctrl-C) lands right
+                # after the append: the worker owns the item from there.
+                if item in stream.queue:
+                    _active_keys.add(id(key))
+                    queued = True
+            stream.wake.notify()
     finally:
         if not queued:
-            _close(target.descriptor)
+            if target is not None:
+                _close(target.descriptor)
             view.release()
-    _conclude(failure)
+        _conclude()
 
 
 def wait_key(key: object) -> None:
-    with _lock:
-        _wait(lambda: id(key) not in _active_keys)
-        failure = _take_failure(_failed_stream(lambda f: f.holds(key)))
-    _conclude(failure)
+    try:
+        with _lock:
+            _wait(lambda: id(key) not in _active_keys)
+            _raise_failure(_failed_stream(lambda f: f.holds(key)))
+    finally:
+        _conclude()
 
 
 # wait_fd, wait_all and stop wait for the items submitted before the call, not for those
@@ -315,44 +333,55 @@ def wait_fd(fd: int) -> None:
     def stream() -> _Stream | None:
         return _stream_of_fd(fd) if named is None else _streams.get(named)
 
-    with _lock:
-        mark = _next_order
+    try:
+        with _lock:
+            mark = _next_order
 
-        def done() -> bool:
-            found = stream()
-            return found is None or found.done_before(mark)
+            def done() -> bool:
+                found = stream()
+                return found is None or found.done_before(mark)
 
-        _wait(done)
-        failure = _take_failure(stream())
-    _conclude(failure)
+            _wait(done)
+            _raise_failure(stream())
+    finally:
+        _conclude()
 
 
-def _wait_all() -> _Failure | None:
+def _wait_all() -> None:
+    """Wait for the items submitted before the call. Holds _lock."""
     mark = _next_order
     _wait(lambda: all(stream.done_before(mark) for stream in _streams.values()))
-    return _take_failure(_failed_stream(lambda f: True))
 
 
 def wait_all() -> None:
-    with _lock:
-        failure = _wait_all()
-    _conclude(failure)
+    try:
+        with _lock:
+            _wait_all()
+            _raise_failure(_failed_stream(lambda f: True))
+    finally:
+        _conclude()
 
 
 def stop() -> None:
-    with _lock:
-        failure = _wait_all()
-        stopped = _remove_streams(lambda s: s.idle() and s.failure is None)
-    for stream in stopped:
-        stream.thread.join()
-    _conclude(failure)
+    stopped: list[_Stream] = []
+    try:
+        with _lock:
+            _wait_all()
+            try:
+                _raise_failure(_failed_stream(lambda f: True))
+            finally:
+                stopped = _remove_streams(lambda s: s.idle() and s.failure is None)
+    finally:
+        for stream in stopped:
+            stream.thread.join()
+        _conclude()
 
 
 def busy(key: object) -> bool:
     # Checked before releasing: on False the export for key is released too.
     with _lock:
         is_busy = id(key) in _active_keys or _failed_stream(lambda f: f.holds(key)) is not None
-    _conclude(None)
+    _conclude()
     return is_busy
 
 
