@@ -24,6 +24,7 @@ MiB = 1 << 20
         (42, 1, TypeError),
         ("text", 1, TypeError),
         (np.zeros((64, 64, 3), np.uint8)[:, ::2], 1, ValueError),  # not C-contiguous
+        (np.zeros(8, "datetime64[s]"), 1, ValueError),  # no buffer format for it
         (b"x", -1, ValueError),
         (b"x", 1 << 64, ValueError),
         (b"x", "1", TypeError),
