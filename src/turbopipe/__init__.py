@@ -15,7 +15,7 @@ import os
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ._glmap import Mappings, gl_buffer
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer, TypeAlias
 
     # numpy arrays are Buffers to type checkers only from Python 3.12 (__buffer__).
-    Pipeable: TypeAlias = Union[Buffer, moderngl.Buffer, numpy.ndarray]
+    Pipeable: TypeAlias = Union[Buffer, moderngl.Buffer, numpy.ndarray[Any, Any]]
 
 __all__ = [
     "ENGINE",
