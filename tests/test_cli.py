@@ -60,6 +60,7 @@ def test_unknown_choices_are_refused(capsys: pytest.CaptureFixture[str], option:
         ["benchmark", "--writer", "--encoders", "slow"],
         ["benchmark", "--writer", "--gigabytes", "1"],
         ["benchmark", "--writer", "--full"],
+        ["benchmark", "--writer", "--reference-python", "python3"],
         ["demo", "--width", "0"],
         ["demo", "--fps", "nan"],
         ["demo", "--seconds", "inf"],

@@ -208,17 +208,23 @@ def test_an_unreported_failure_holds_no_thread_and_no_descriptors() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to become another user")
-def test_no_thread_to_be_had_raises_at_the_call() -> None:
-    """With the thread limit reached, pipe() raises EAGAIN and the program goes on."""
+@pytest.mark.parametrize("handling", [False, True])
+def test_no_thread_to_be_had_raises_at_the_call(handling: bool) -> None:
+    """With the thread limit reached, pipe() raises EAGAIN and the program goes on; also
+    when called while the caller handles an exception of its own."""
     result = run_with_engine(
-        """
+        f"""
         import os, resource
         os.setgid(65534)  # a user with no processes: the limit below counts only ours
         os.setuid(65534)
         resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
         read_fd, write_fd = os.pipe()
         try:
-            turbopipe.pipe(b"x" * 10, write_fd)
+            try:
+                if {handling}:
+                    raise ValueError("the caller's own")
+            finally:
+                turbopipe.pipe(b"x" * 10, write_fd)
         except BlockingIOError as error:
             print(write_fd, error)
         turbopipe.close()
@@ -340,24 +346,44 @@ received = bytearray()
 reader = threading.Thread(
     target=lambda: received.extend(b"".join(iter(lambda: os.read(read_end, 1 << 16), b""))))
 reader.start()
-frames = [bytearray(256) for _ in range(3)]
+frames = [bytearray(256) for _ in range(4)]
 piped = []  # the items pipe() returned for, or that were piped before the interrupted call
-n = 0
-while True:
-    n += 1
-    frame = frames[n % 3]
+number = 0
+points = 0
+
+def next_frame():
+    global number
+    number += 1
+    frame = frames[number % 4]
     turbopipe.sync(frame)  # it may still be queued, from an interrupted call
-    frame[:] = struct.pack("<I", n) * 64
-    if WHICH == "pipe":
-        call = lambda: turbopipe.pipe(frame, write_end)
-    else:
-        turbopipe.pipe(frame, write_end)
-        piped.append(n)
-        call = (lambda: turbopipe.sync(frame)) if WHICH == "sync" else turbopipe.sync
-    if not interrupted(call, n):
+    frame[:] = struct.pack("<I", number) * 64
+    return frame
+
+def pipe_whole(frame):
+    turbopipe.pipe(frame, write_end)
+    piped.append(number)
+
+# The call takes other paths when it has to make the stream and start its thread.
+for stream in ("new", "running"):
+    n = 0
+    while True:
+        n += 1
+        if stream == "new":
+            turbopipe.close()
+        frame = next_frame()
         if WHICH == "pipe":
-            piped.append(n)
-        break
+            if stream == "running":
+                pipe_whole(frame)
+                frame = next_frame()
+            call = lambda: turbopipe.pipe(frame, write_end)
+        else:
+            pipe_whole(frame)
+            call = (lambda: turbopipe.sync(frame)) if WHICH == "sync" else turbopipe.sync
+        if not interrupted(call, n):
+            if WHICH == "pipe":
+                piped.append(number)
+            break
+    points += n - 1
 turbopipe.close()
 os.close(write_end)
 reader.join(30)
@@ -367,7 +393,7 @@ assert all(len(item) == 256 and item == item[:4] * 64 for item in items), "cut o
 numbers = [struct.unpack_from("<I", item)[0] for item in items]
 assert numbers == sorted(set(numbers)), numbers
 assert set(piped) <= set(numbers), sorted(set(piped) - set(numbers))
-print("interrupted at", n - 1, "points")
+print("interrupted at", points, "points")
 """
 
 

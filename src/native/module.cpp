@@ -35,17 +35,14 @@ void reset_after_fork() {
     engine = new Engine(kQueueLimit);
 }
 
-// What keeps an item's memory valid: the buffer export, what it was taken from, and a
-// reference to its key.
+// What keeps an item's memory valid: the buffer export and a reference to its key.
 struct Export {
     Py_buffer view;
-    PyObject* exporter;
     PyObject* key;
 };
 
 void release(Export* owner) {
     PyBuffer_Release(&owner->view);
-    Py_DECREF(owner->exporter);
     Py_DECREF(owner->key);
     delete owner;
 }
@@ -129,19 +126,14 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     options.vmsplice = vmsplice != 0;
     options.relay = relay != 0;
 
-    // A memoryview is exported through a view of its own, so that the caller may release
-    // it (at the end of a `with` block) while the engine holds the memory it views.
-    PyObject* exporter = PyMemoryView_Check(args[0]) ? PyMemoryView_FromObject(args[0])
-                                                     : (Py_INCREF(args[0]), args[0]);
-    if (!exporter) return nullptr;
+    // Exported from the object itself, a memoryview too: the engine's hold then keeps its
+    // release (and so a moderngl buffer's unmap) from happening while queued. With the
+    // format, as memoryview() asks: the twin refuses what this refuses.
     auto* owner = new Export{};
-    // With the format, as memoryview() asks: the twin refuses what this refuses.
-    if (PyObject_GetBuffer(exporter, &owner->view, PyBUF_RECORDS_RO) < 0) {
-        Py_DECREF(exporter);
+    if (PyObject_GetBuffer(args[0], &owner->view, PyBUF_RECORDS_RO) < 0) {
         delete owner;
         return nullptr;
     }
-    owner->exporter = exporter;
     Py_INCREF(args[2]);
     owner->key = args[2];
     if (!PyBuffer_IsContiguous(&owner->view, 'C')) {

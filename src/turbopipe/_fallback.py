@@ -280,7 +280,8 @@ def submit(
                 try:
                     stream.thread.start()
                 except RuntimeError as error:
-                    if error.__context__ is not None:  # raised by an interrupted wait
+                    # Else raised by a wait in start() that a signal interrupted.
+                    if str(error) != "can't start new thread":
                         raise
                     # No thread to be had: as the native engine says.
                     raise _Failure(fd, errno.EAGAIN, 0, item).exception() from None
@@ -290,14 +291,17 @@ def submit(
                 stream.relay.open()
             item.order = _next_order
             _next_order += 1
+            key_id = id(key)
             try:
+                _active_keys.add(key_id)
                 stream.queue.append(item)
             finally:
-                # Queued whole even if a signal handler's exception (Ctrl-C) lands right
-                # after the append: the worker owns the item from there.
-                if item in stream.queue:
-                    _active_keys.add(id(key))
-                    queued = True
+                # The append is the commit, whatever a signal handler's exception (Ctrl-C)
+                # interrupted: once it is done the worker owns the item. This line makes
+                # no call, where such an exception could land.
+                queued = item in stream.queue
+                if not queued:
+                    _active_keys.discard(key_id)
             stream.wake.notify()
     finally:
         if not queued:

@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--writer",
         action="store_true",
         help="measure VideoWriter end to end instead: 240 frames of the demo shader into x264 "
-        "ultrafast, at each resolution (--encoders, --buffers, --gigabytes and --full do not "
-        "apply)",
+        "ultrafast, at each resolution (--encoders, --buffers, --gigabytes, --full and "
+        "--reference-python do not apply)",
     )
     bench.add_argument(
         "--reference-python",
@@ -149,7 +149,8 @@ def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namesp
         given = [
             option
             for option, value in (("--encoders", args.encoders), ("--buffers", args.buffers),
-                                  ("--gigabytes", args.gigabytes), ("--full", args.full))
+                                  ("--gigabytes", args.gigabytes), ("--full", args.full),
+                                  ("--reference-python", args.reference_python))
             if value
         ]  # fmt: skip
         if given:
