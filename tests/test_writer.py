@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from fractions import Fraction
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -289,21 +291,30 @@ def multisampled_fbo(_gl_session: moderngl.Context) -> moderngl.Framebuffer:
     return _gl_session.framebuffer([_gl_session.renderbuffer((W, H), 4, samples=4)])
 
 
+@pytest.fixture(scope="module")
+def multisampled_texture_fbo(_gl_session: moderngl.Context) -> moderngl.Framebuffer:
+    return _gl_session.framebuffer([_gl_session.texture((W, H), 4, samples=4)])
+
+
 @pytest.mark.parametrize("gpu_convert", [False, True])
-def test_multisampled_framebuffers(
+@pytest.mark.parametrize("written", ["framebuffer", "texture"])
+def test_multisampled_frames(
     tmp_path: Path,
     ffmpeg_exe: str,
     gl_context: moderngl.Context,
     multisampled_fbo: moderngl.Framebuffer,
+    multisampled_texture_fbo: moderngl.Framebuffer,
     gpu_convert: bool,
+    written: str,
 ) -> None:
-    fbo = multisampled_fbo
+    """A renderbuffer framebuffer, or a texture written as is, resolved before reading."""
+    fbo = multisampled_fbo if written == "framebuffer" else multisampled_texture_fbo
     with VideoWriter(
         tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", gpu_convert=gpu_convert
     ) as video:
         for frame in range(3):
             render_quadrants(gl_context, fbo, frame)
-            video.write(fbo)
+            video.write(fbo if written == "framebuffer" else fbo.color_attachments[0])
     rgb = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
     assert len(rgb) == 3
     assert rgb[0, 0, 0, 0] > 200 > rgb[0, -1, 0, 0], "not right side up"
@@ -402,6 +413,29 @@ def test_a_wrong_first_frame_starts_no_ffmpeg(
     assert video.pid is None
     video.close()
     assert not (tmp_path / "out.mkv").exists()
+
+
+def test_video_filters_of_extra_args_join_the_writers_own(tmp_path: Path, ffmpeg_exe: str) -> None:
+    """FFmpeg keeps only the last -vf: the caller's must not replace the flip."""
+    frames = random_frames(2)
+    extra_args = ["-vf", "hflip"]
+    with VideoWriter(
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", vflip=True, extra_args=extra_args
+    ) as video:
+        for frame in frames:
+            video.write(frame)
+    decoded = frames_of(decode(ffmpeg_exe, tmp_path / "out.mkv"), W, H, 3)
+    assert np.array_equal(decoded, np.stack(frames)[:, ::-1, ::-1])
+
+
+@pytest.mark.parametrize("fps", [Fraction(30000, 1001), np.float32(30000 / 1001)])
+def test_any_real_frame_rate(tmp_path: Path, ffmpeg_exe: str, fps: Real) -> None:
+    with VideoWriter(tmp_path / "out.mkv", W, H, fps, codec="ffv1") as video:
+        video.write(random_frames(1)[0])
+    probe = subprocess.run(
+        [ffmpeg_exe, "-i", str(tmp_path / "out.mkv")], capture_output=True, text=True
+    )
+    assert "29.97 fps" in probe.stderr
 
 
 def test_frames_without_colors_are_refused(tmp_path: Path, gl_context: moderngl.Context) -> None:

@@ -139,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_benchmark_args(parser, args)
     try:
         return run(args)
-    except (FFmpegError, OSError) as error:  # FFmpeg missing or failing, an unwritable output
+    # FFmpeg missing or failing, an unwritable output, a size the GPU conversion refuses
+    except (FFmpegError, OSError, ValueError) as error:
         parser.exit(1, f"turbopipe {args.command}: {error}\n")
 
 

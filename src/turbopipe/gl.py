@@ -92,20 +92,37 @@ def frame_size(pix_fmt: str, width: int, height: int) -> int:
 
 
 class _Scratch:
-    """A texture with a framebuffer around it, made on first use, to copy frames into."""
+    """A texture with a framebuffer around it, made on first use, to copy frames into; and a
+    framebuffer around the caller's last texture frame, to read or copy it from."""
 
     def __init__(self, ctx: Any, size: tuple[int, int]) -> None:
         self.ctx, self.size = ctx, size
         self.framebuffer: Any = None
+        self.wrapped: tuple[Any, Any] | None = None  # (texture, framebuffer around it)
+
+    def framebuffer_of(self, frame: Any) -> Any:
+        """``frame`` if a Framebuffer, else one around the texture (kept for the next)."""
+        if isinstance(frame, moderngl.Framebuffer):
+            return frame
+        if self.wrapped is None or self.wrapped[0] is not frame:
+            self._release_wrapped()
+            self.wrapped = (frame, self.ctx.framebuffer([frame]))
+        return self.wrapped[1]
 
     def copy_of(self, frame: Any) -> Any:
-        """A single-sampled framebuffer holding a copy of ``frame`` (a Framebuffer)."""
+        """A single-sampled framebuffer holding a copy of ``frame`` (Framebuffer or Texture)."""
         if self.framebuffer is None:
             self.framebuffer = self.ctx.framebuffer([self.ctx.texture(self.size, 4)])
-        self.ctx.copy_framebuffer(self.framebuffer, frame)
+        self.ctx.copy_framebuffer(self.framebuffer, self.framebuffer_of(frame))
         return self.framebuffer
 
+    def _release_wrapped(self) -> None:
+        if self.wrapped is not None:
+            self.wrapped[1].release()
+            self.wrapped = None
+
     def release(self) -> None:
+        self._release_wrapped()
         if self.framebuffer is not None:
             for texture in self.framebuffer.color_attachments:
                 texture.release()
@@ -156,7 +173,6 @@ class FrameReader:
         self.size = (width, height)
         self.frame_size = width * height * 3
         self.scratch = _Scratch(ctx, self.size)
-        self.wrapped: tuple[Any, Any] | None = None  # (texture, framebuffer around it)
 
     def read_into(self, frame: Any, buffer: Any) -> None:
         check_frame(frame, self.size)
@@ -164,22 +180,12 @@ class FrameReader:
             self._readable(frame).read_into(buffer, components=3, alignment=1)
 
     def _readable(self, frame: Any) -> Any:
-        if isinstance(frame, moderngl.Texture):
-            if self.wrapped is None or self.wrapped[0] is not frame:
-                self._release_wrapped()
-                self.wrapped = (frame, self.ctx.framebuffer([frame]))
-            frame = self.wrapped[1]
-        if any(getattr(a, "samples", 0) for a in frame.color_attachments):
-            return self.scratch.copy_of(frame)  # multisampled: resolve first
-        return frame
-
-    def _release_wrapped(self) -> None:
-        if self.wrapped is not None:
-            self.wrapped[1].release()
-            self.wrapped = None
+        framebuffer = self.scratch.framebuffer_of(frame)
+        if any(getattr(a, "samples", 0) for a in framebuffer.color_attachments):
+            return self.scratch.copy_of(framebuffer)  # multisampled: resolve first
+        return framebuffer
 
     def release(self) -> None:
-        self._release_wrapped()
         self.scratch.release()
 
 
@@ -254,11 +260,9 @@ class FrameConverter:
 
     def _texture_of(self, frame: Any) -> Any:
         """The texture to sample: the frame's own, else a copy (renderbuffers, multisampling)."""
-        if isinstance(frame, moderngl.Texture):
-            return frame
-        attachment = frame.color_attachments[0]
-        if isinstance(attachment, moderngl.Texture) and attachment.samples == 0:
-            return attachment
+        texture = frame if isinstance(frame, moderngl.Texture) else frame.color_attachments[0]
+        if isinstance(texture, moderngl.Texture) and texture.samples == 0:
+            return texture
         return self.scratch.copy_of(frame).color_attachments[0]
 
     def release(self) -> None:

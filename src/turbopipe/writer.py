@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 import os
 import sys
@@ -63,7 +64,8 @@ class VideoWriter:
     else in FFmpeg (whose vflip only flips row pointers: no copy).
 
     ``codec`` is FFmpeg's encoder, ``pix_fmt`` the output's pixel format; ``preset`` and
-    ``crf`` are passed when given; ``extra_args`` go before the output. ``gpu_convert``
+    ``crf`` are passed when given; ``extra_args`` go before the output, their ``-vf``
+    filters joined to the writer's own (after the flip, before the YUV conversion). ``gpu_convert``
     defaults to True on a hardware GPU, where the pass is nearly free, and to False on a
     software rasterizer (llvmpipe), where it costs about the CPU that FFmpeg's conversion
     would (see the README's writer benchmark). YUV output uses BT.709 for HD (720 lines
@@ -97,7 +99,8 @@ class VideoWriter:
         width, height, ring = operator.index(width), operator.index(height), operator.index(ring)
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive, not {width}x{height}")
-        if not isinstance(fps, (int, float)):
+        # Any real: Fraction(30000, 1001) and numpy scalars too (float, to type checkers).
+        if not isinstance(fps, (int, float, numbers.Real)):
             raise TypeError(f"fps must be a number, not {type(fps).__name__}")
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be positive, not {fps}")
@@ -239,7 +242,11 @@ class VideoWriter:
 
     def _argv(self, input_pix_fmt: str, vflip: bool) -> list[str]:
         argv = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n"]
+        # FFmpeg keeps only the last -vf: the caller's filters join the chain, after the
+        # flip (they see frames right side up) and before the conversion that is tagged.
+        extra_args, own_filters = _split_video_filters(self.extra_args)
         filters = ["vflip"] if vflip else []
+        filters += own_filters
         output_tags = []
         if _is_yuv(self.pix_fmt):
             matrix = matrix_for(self.height)
@@ -263,7 +270,7 @@ class VideoWriter:
             argv += ["-preset", self.preset]
         if self.crf is not None:
             argv += ["-crf", str(self.crf)]
-        return [*argv, *self.extra_args, self.output]
+        return [*argv, *extra_args, self.output]
 
     # Failures
 
@@ -340,6 +347,19 @@ def _note(error: BaseException, text: str) -> None:
         error.add_note(text)
     else:
         warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def _split_video_filters(args: list[str]) -> tuple[list[str], list[str]]:
+    """(args without their -vf/-filter:v options, the filters those gave, in order)."""
+    rest: list[str] = []
+    filters: list[str] = []
+    values = iter(args)
+    for arg in values:
+        if arg in ("-vf", "-filter:v"):
+            filters.append(next(values, ""))
+        else:
+            rest.append(arg)
+    return rest, [chain for chain in filters if chain]
 
 
 def _is_moderngl(frame: Any, *names: str) -> bool:
