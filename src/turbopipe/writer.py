@@ -244,9 +244,9 @@ class VideoWriter:
         argv = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n"]
         # FFmpeg keeps only the last -vf: the caller's filters join the chain, after the
         # flip (they see frames right side up) and before the conversion that is tagged.
-        extra_args, own_filters = _split_video_filters(self.extra_args)
+        extra_args, callers_filters = _split_video_filters(self.extra_args)
         filters = ["vflip"] if vflip else []
-        filters += own_filters
+        filters += callers_filters
         output_tags = []
         if _is_yuv(self.pix_fmt):
             matrix = matrix_for(self.height)
