@@ -246,6 +246,34 @@ def test_hd_colors_and_tags(
     red.release()
 
 
+@pytest.mark.parametrize(
+    ("codec", "pix_fmt", "gpu_convert"),
+    [("mjpeg", "yuv420p", False), ("mjpeg", "yuv420p", True), ("mjpeg", "yuv444p", True),
+     ("ljpeg", "yuv444p", False), ("ffv1", "yuvj420p", False)],
+)  # fmt: skip
+def test_jpeg_encoders_and_yuvj_formats_get_full_range(
+    tmp_path: Path,
+    ffmpeg_exe: str,
+    gl_context: moderngl.Context,
+    codec: str,
+    pix_fmt: str,
+    gpu_convert: bool,
+) -> None:
+    """FFmpeg's JPEG encoders refuse limited range; the colors come back as they went in."""
+    color = (200, 100, 50)
+    texture = gl_context.texture((W, H), 3, bytes(color) * (W * H))
+    path = tmp_path / "out.mkv"
+    with VideoWriter(path, W, H, codec=codec, pix_fmt=pix_fmt, gpu_convert=gpu_convert) as video:
+        video.write(texture)
+    rgb = frames_of(decode(ffmpeg_exe, path), W, H, 3).astype(int)
+    assert len(rgb) == 1
+    # A range mixed up on the way moves 200 by 12 levels or more.
+    assert np.abs(rgb - color).max() <= 3, rgb.reshape(-1, 3)[0]
+    probe = subprocess.run([ffmpeg_exe, "-hide_banner", "-i", str(path)], capture_output=True)
+    assert b"(pc, " in probe.stderr, probe.stderr
+    texture.release()
+
+
 def test_the_callers_gl_state_cannot_spoil_the_conversion(
     tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context
 ) -> None:

@@ -4,7 +4,8 @@ A ``FrameReader`` reads a moderngl Framebuffer or Texture as rgb24 into a GPU bu
 ``FrameConverter`` renders a moderngl texture into the output's packed layout (yuv420p,
 nv12, yuv444p or rgb24) with the vertical flip folded in, then reads the planes into one
 moderngl buffer, back to back, as FFmpeg's rawvideo demuxer expects them. YUV uses the
-matrix the writer picks (BT.709 for HD, BT.601 below), limited range. Needs moderngl.
+matrix and range the writer picks (BT.709 for HD, BT.601 below; limited range but for
+JPEG encoders). Needs moderngl.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ uniform bool flip;
 uniform vec3 luma;      // Y weights of R, G, B
 uniform vec3 blue;      // U weights
 uniform vec3 red;       // V weights
+uniform vec3 range;     // Y offset, Y scale, U and V scale, in levels of 255
 
 // The source pixel for output pixel p, mirrored vertically when flipping.
 vec3 pixel(vec2 p) {
@@ -51,9 +53,9 @@ vec3 block(vec2 p) {
     return texture(source, center / size).rgb;
 }
 
-// Limited range: Y in [16, 235], U and V in [16, 240], as fractions of 255.
-float to_y(vec3 rgb) { return (16.0 + 219.0 * dot(rgb, luma)) / 255.0; }
-vec2 to_uv(vec3 rgb) { return (128.0 + 224.0 * vec2(dot(rgb, blue), dot(rgb, red))) / 255.0; }
+// Limited range puts Y in [16, 235] and U, V in [16, 240]; full range uses [0, 255].
+float to_y(vec3 rgb) { return (range.x + range.y * dot(rgb, luma)) / 255.0; }
+vec2 to_uv(vec3 rgb) { return (128.0 + range.z * vec2(dot(rgb, blue), dot(rgb, red))) / 255.0; }
 """
 
 # Each pass: (fragment body, output scale (source pixels per output pixel, each way),
@@ -202,7 +204,14 @@ class FrameConverter:
     """Renders frames of one size into packed frames of ``pix_fmt`` in GPU buffers."""
 
     def __init__(
-        self, ctx: Any, width: int, height: int, pix_fmt: str, flip: bool, matrix: str = "bt709"
+        self,
+        ctx: Any,
+        width: int,
+        height: int,
+        pix_fmt: str,
+        flip: bool,
+        matrix: str = "bt709",
+        full_range: bool = False,
     ) -> None:
         if pix_fmt not in _PASSES:
             raise ValueError(f"no GPU conversion to {pix_fmt!r}; one of {', '.join(GPU_FORMATS)}")
@@ -217,6 +226,7 @@ class FrameConverter:
             "luma": (kr, 1 - kr - kb, kb),
             "blue": (-0.5 * kr / (1 - kb), -0.5 * (1 - kr - kb) / (1 - kb), 0.5),
             "red": (0.5, -0.5 * (1 - kr - kb) / (1 - kr), -0.5 * kb / (1 - kr)),
+            "range": (0.0, 255.0, 255.0) if full_range else (16.0, 219.0, 224.0),
         }
         # The last texture unit, where the caller's own textures are least likely to be bound;
         # linear filtering for the 2x2 averages, whatever the source texture's own setting.

@@ -43,6 +43,14 @@ def _is_yuv(pix_fmt: str) -> bool:
     return not pix_fmt.startswith(_NOT_YUV)
 
 
+# JPEG's encoders refuse limited range; FFmpeg's yuvj formats are full range by name.
+_FULL_RANGE_ENCODERS = ("mjpeg", "ljpeg")
+
+
+def _full_range(codec: str, pix_fmt: str) -> bool:
+    return codec in _FULL_RANGE_ENCODERS or pix_fmt.startswith("yuvj")
+
+
 class VideoWriter:
     """Write frames to a video file (or any output FFmpeg understands) through FFmpeg.
 
@@ -69,7 +77,8 @@ class VideoWriter:
     defaults to True on a hardware GPU, where the pass is nearly free, and to False on a
     software rasterizer (llvmpipe), where it costs about the CPU that FFmpeg's conversion
     would (see the README's writer benchmark). YUV output uses BT.709 for HD (720 lines
-    and up) and BT.601 below, limited range, tagged in the stream.
+    and up) and BT.601 below, limited range (full range for the JPEG encoders mjpeg and
+    ljpeg, and for yuvj formats), tagged in the stream.
 
     FFmpeg starts at the first frame. Its failures (bad codec or arguments, unwritable
     output, dying mid-stream) raise FFmpegError carrying the tail of its stderr; ``close``
@@ -251,14 +260,15 @@ class VideoWriter:
         if _is_yuv(self.pix_fmt):
             matrix = matrix_for(self.height)
             tag = _COLOR_TAGS[matrix]
+            color_range = "pc" if _full_range(self.codec, self.pix_fmt) else "tv"
             # Tags on the input: FFmpeg carries them from the frames to the stream, and
             # YUV input that is already ours must not be converted again as if untagged.
             argv += ["-color_primaries", tag, "-color_trc", tag]
             if _is_yuv(input_pix_fmt):
-                argv += ["-colorspace", tag, "-color_range", "tv"]
-            else:  # FFmpeg converts, with the matrix we tag
-                filters.append(f"scale=out_color_matrix={matrix}:out_range=tv")
-            output_tags = ["-colorspace", tag, "-color_range", "tv"]
+                argv += ["-colorspace", tag, "-color_range", color_range]
+            else:  # FFmpeg converts, with the matrix and range we tag
+                filters.append(f"scale=out_color_matrix={matrix}:out_range={color_range}")
+            output_tags = ["-colorspace", tag, "-color_range", color_range]
         argv += [
             "-f", "rawvideo", "-pix_fmt", input_pix_fmt, "-s", f"{self.width}x{self.height}",
             "-r", str(self.fps), "-i", "-", *output_tags,
@@ -506,11 +516,14 @@ class _GLFrames(_GLRing):
         from .gl import FrameConverter, FrameReader
 
         width, height = writer.width, writer.height
-        self.reader = (
-            FrameConverter(ctx, width, height, writer.pix_fmt, flip, matrix_for(height))
-            if convert
-            else FrameReader(ctx, width, height)
-        )
+        self.reader: FrameConverter | FrameReader
+        if convert:
+            full_range = _full_range(writer.codec, writer.pix_fmt)
+            self.reader = FrameConverter(
+                ctx, width, height, writer.pix_fmt, flip, matrix_for(height), full_range
+            )
+        else:
+            self.reader = FrameReader(ctx, width, height)
         super().__init__(ctx, self.reader.frame_size, writer._ring_size)
 
     def check(self, frame: Any) -> None:
