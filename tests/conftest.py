@@ -110,8 +110,11 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def run_with_engine(script: str) -> subprocess.CompletedProcess[str]:
-    """Run script in a fresh interpreter, on the engine under test, as ``turbopipe``."""
+def run_with_engine(
+    script: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run script in a fresh interpreter, on the engine under test, as ``turbopipe``, with
+    `env` added to the environment."""
     module = "_core" if turbopipe._engine is _core else "_fallback"
     prologue = (
         "import sys, turbopipe\n"
@@ -119,5 +122,5 @@ def run_with_engine(script: str) -> subprocess.CompletedProcess[str]:
     )
     return subprocess.run(
         [sys.executable, "-c", prologue + textwrap.dedent(script)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -255,6 +256,91 @@ def test_reader_dying_mid_stream_raises_and_the_process_exits_cleanly() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "raised [Errno 32] Broken pipe" in result.stdout
+
+
+# Preloaded: every allocation fails but on the main thread. glibc's __libc_* entry points
+# are the real allocator, without a lookup that could allocate in turn.
+_NO_MEMORY_OFF_THE_MAIN_THREAD = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+void* __libc_malloc(size_t);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+
+static int refused(void) {
+    static __thread int known, other;
+    if (!known) {
+        other = syscall(SYS_gettid) != getpid();
+        known = 1;
+    }
+    if (other) errno = ENOMEM;
+    return other;
+}
+
+void* malloc(size_t n) { return refused() ? NULL : __libc_malloc(n); }
+void* calloc(size_t k, size_t n) { return refused() ? NULL : __libc_calloc(k, n); }
+void* realloc(void* p, size_t n) { return refused() ? NULL : __libc_realloc(p, n); }
+void* memalign(size_t a, size_t n) { return refused() ? NULL : __libc_memalign(a, n); }
+void* aligned_alloc(size_t a, size_t n) { return memalign(a, n); }
+int posix_memalign(void** p, size_t a, size_t n) {
+    return (*p = memalign(a, n)) ? 0 : ENOMEM;
+}
+"""
+
+
+def test_the_writer_threads_never_allocate(engine: str, tmp_path: Path) -> None:
+    """Memory may be short when a worker finishes an item: it must not need any, or the
+    process dies (an exception escaping a thread). Every path is taken with no memory to
+    be had off the main thread: relay, write, vmsplice, an idle worker exiting and a new
+    one starting, a dead reader's failure with items dropped."""
+    if engine == "python":
+        pytest.skip("the twin's writers are Python threads, which allocate")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not Path("/proc/self").exists():
+        pytest.skip("needs a C compiler and Linux")
+    shim = tmp_path / "no_memory.so"
+    source = tmp_path / "no_memory.c"
+    source.write_text(_NO_MEMORY_OFF_THE_MAIN_THREAD)
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", shim, source], check=True)
+    result = run_with_engine(
+        """
+        import hashlib, os, subprocess, time
+        frames = [os.urandom(size) for size in (1 << 20, 3 << 20, 100_000, 5_000)]
+        reader = subprocess.Popen(["md5sum"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        sent = hashlib.md5()
+        for options in ({}, {"relay": False}, {"vmsplice": True}, "idle", {}):
+            if options == "idle":
+                time.sleep(2.5)  # the worker exits; the next pipe() starts another
+                continue
+            for frame in frames * 3:
+                turbopipe.pipe(frame, reader.stdin.fileno(), **options)
+                sent.update(frame)
+            turbopipe.sync()
+        reader.stdin.close()
+        print(reader.stdout.read().split()[0].decode() == sent.hexdigest())
+        reader.wait()
+
+        read_fd, write_fd = os.pipe()
+        os.close(read_fd)
+        try:
+            for frame in frames * 5:
+                turbopipe.pipe(frame, write_fd)
+            turbopipe.sync()
+        except BrokenPipeError as error:
+            print(error)
+        turbopipe.close()
+        """,
+        env={"LD_PRELOAD": str(shim)},
+    )
+    assert result.returncode == 0, result.stderr
+    arrived, failure = result.stdout.splitlines()
+    assert arrived == "True"
+    assert "Broken pipe" in failure
 
 
 @pytest.mark.parametrize("options", [{}, {"relay": False}, {"vmsplice": True}])

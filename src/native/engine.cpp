@@ -1,7 +1,9 @@
 #include "engine.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <iterator>
+#include <new>
 #include <system_error>
 
 namespace turbopipe {
@@ -11,65 +13,78 @@ namespace {
 constexpr auto kIdleExit = std::chrono::seconds(2);
 
 bool holds(const Failure& failure, uintptr_t key) {
-    return std::find(failure.keys.begin(), failure.keys.end(), key) != failure.keys.end();
+    return std::any_of(failure.items.begin(), failure.items.end(),
+                       [&](const Item& item) { return item.key == key; });
 }
 }  // namespace
 
-std::string Failure::describe() const {
-    std::string text = "fd " + std::to_string(fd) + ": wrote " + std::to_string(written) +
-                       " of " + std::to_string(size) + " bytes";
-    if (dropped) text += ", " + std::to_string(dropped) + " queued items dropped";
-    return text;
+void Failure::describe(char* text, size_t capacity) const {
+    int length = std::snprintf(text, capacity, "fd %d: wrote %zu of %zu bytes", fd, written, size);
+    if (dropped && length >= 0 && size_t(length) < capacity) {
+        std::snprintf(text + length, capacity - size_t(length), ", %zu queued items dropped",
+                      dropped);
+    }
 }
 
 Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    files_[fd] = item.file;
     auto ready = [&] {
-        auto found = streams_.find(item.file);
-        Stream* stream = found == streams_.end() ? nullptr : found->second.get();
+        Stream* stream = stream_of_file(item.file);
         if (stream && stream->failure) return true;
         if (active_keys_.count(item.key)) return false;
         return !stream || stream->queue.size() < queue_limit_;
     };
     if (!progress_.wait_until(lock, deadline, ready)) return Outcome::TimedOut;
 
-    auto& stream = streams_[item.file];
-    if (stream && take_failure(stream.get(), failure)) return Outcome::Failed;
+    auto found = streams_.find(item.file);
+    std::shared_ptr<Stream> stream = found == streams_.end() ? nullptr : found->second;
+    if (take_failure(stream.get(), failure)) return Outcome::Failed;
     if (stream && stream->exited) {  // returned after idling: replace it
         if (stream->worker.joinable()) exited_--;
         join(*stream);
+        streams_.erase(found);
         stream.reset();
     }
-    if (!stream) {
-        auto created = std::make_shared<Stream>();
-        created->file = item.file;
-        try {
-            created->worker = std::thread(&Engine::run, this, created.get());
-        } catch (const std::system_error&) {
-            streams_.erase(item.file);
-            *failure = Failure{fd, EAGAIN, 0, item.size, 0, {}, {}};
-            return Outcome::Failed;
+    // What allocates comes first, and is undone if a later step fails: short of memory or
+    // threads, nothing is queued and nothing is lost.
+    std::list<Item> node;
+    bool created = false, key_added = false;
+    auto undo = [&](int error) {
+        if (created) streams_.erase(item.file);
+        if (key_added) active_keys_.erase(item.key);
+        *failure = Failure{fd, error, 0, item.size, 0, {}};
+        return Outcome::Failed;
+    };
+    try {
+        node.push_back(item);
+        files_[fd] = item.file;
+        key_added = active_keys_.insert(item.key).second;
+        if (!stream) {
+            stream = std::make_shared<Stream>();
+            stream->file = item.file;
+            stream->closing.reserve(queue_limit_);
+            created = streams_.emplace(item.file, stream).second;
+            stream->worker = std::thread(&Engine::run, this, stream.get());
         }
-        stream = std::move(created);
+    } catch (const std::bad_alloc&) {
+        return undo(ENOMEM);
+    } catch (const std::system_error&) {
+        return undo(EAGAIN);
     }
     stream->fd = fd;
-    Item queued = item;
-    queued.order = next_order_++;
+    node.front().order = next_order_++;
     // The worker uses the relay only if it saw it open, under this lock. Failing to open
     // leaves the items to write().
-    if (queued.options.relay && !queued.options.vmsplice && queued.file.pipe &&
+    if (item.options.relay && !item.options.vmsplice && item.file.pipe &&
         !stream->relay.is_open()) {
         stream->relay.open();
     }
-    stream->queue.push_back(queued);
-    active_keys_.insert(item.key);
+    stream->queue.splice(stream->queue.end(), node);
     // Woken after unlocking, so that it does not wake only to wait for the lock (measured:
     // the median submit with vmsplice went from 15 to 1.5 us). Meanwhile the stream may
     // go idle and be removed; this reference keeps its condition variable alive.
-    std::shared_ptr<Stream> woken = stream;
     lock.unlock();
-    woken->wake.notify_one();
+    stream->wake.notify_one();
     return Outcome::Done;
 }
 
@@ -123,6 +138,11 @@ void Engine::join_exited_workers() {
     std::vector<std::pair<std::thread, std::shared_ptr<Stream>>> returned;
     {
         std::lock_guard<std::mutex> lock(mutex_);
+        try {
+            returned.reserve(streams_.size());
+        } catch (const std::bad_alloc&) {
+            return;  // a later call joins them
+        }
         for (auto& [file, stream] : streams_) {
             if (stream->exited && stream->failure && stream->worker.joinable()) {
                 returned.emplace_back(std::move(stream->worker), stream);
@@ -144,6 +164,11 @@ std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
     bool (*remove)(const Stream&)) {
     std::vector<std::shared_ptr<Stream>> removed;
     std::lock_guard<std::mutex> lock(mutex_);
+    try {
+        removed.reserve(streams_.size());
+    } catch (const std::bad_alloc&) {
+        return removed;  // none: a later call removes them
+    }
     for (auto it = streams_.begin(); it != streams_.end();) {
         if (remove(*it->second)) {
             Stream& stream = *it->second;
@@ -169,11 +194,11 @@ bool Engine::busy(uintptr_t key) {
     return failed_stream([&](const Failure& f) { return holds(f, key); }) != nullptr;
 }
 
-std::vector<void*> Engine::take_finished() {
+std::list<Item> Engine::take_finished() {
     std::lock_guard<std::mutex> lock(mutex_);
-    std::vector<void*> owners;
-    owners.swap(finished_);
-    return owners;
+    std::list<Item> finished;
+    finished.swap(finished_);
+    return finished;
 }
 
 void Engine::run(Stream* stream) {
@@ -192,8 +217,9 @@ void Engine::run(Stream* stream) {
             return;
         }
         if (stream->queue.empty()) return;  // stopping
-        Item item = stream->queue.front();
-        stream->queue.pop_front();
+        std::list<Item> current;  // the item being written
+        current.splice(current.end(), stream->queue, stream->queue.begin());
+        Item& item = current.front();
         stream->writing = true;
         stream->writing_order = item.order;
         Relay* relay = stream->relay.is_open() ? &stream->relay : nullptr;
@@ -213,22 +239,21 @@ void Engine::run(Stream* stream) {
         stream->writing = false;
         active_keys_.erase(item.key);
         if (!error) {
-            finished_.push_back(item.owner);
+            finished_.splice(finished_.end(), current);
         } else {
-            Failure failure{item.fd, error, written, item.size, 0, {item.key}, {item.owner}};
-            std::deque<Item> dropped;
-            dropped.swap(stream->queue);
-            for (const Item& lost : dropped) {
+            Failure& failure = stream->failure.emplace(
+                Failure{item.fd, error, written, item.size, stream->queue.size(), {}});
+            for (const Item& lost : stream->queue) {
                 active_keys_.erase(lost.key);
-                failure.dropped++;
-                failure.keys.push_back(lost.key);
-                failure.owners.push_back(lost.owner);
+                stream->closing.push_back(lost.descriptor);  // reserved: no allocation
             }
-            stream->failure = std::move(failure);
+            failure.items.splice(failure.items.end(), current);
+            failure.items.splice(failure.items.end(), stream->queue);
             failures_++;
             // Closing can block (a file on NFS): not under the lock.
             lock.unlock();
-            for (const Item& lost : dropped) release_descriptor(lost.descriptor);
+            for (int descriptor : stream->closing) release_descriptor(descriptor);
+            stream->closing.clear();
             lock.lock();
         }
         progress_.notify_all();
@@ -253,8 +278,7 @@ bool Engine::take_failure(Stream* stream, Failure* failure) {
     *failure = std::move(*stream->failure);
     stream->failure.reset();
     failures_--;
-    finished_.insert(finished_.end(), failure->owners.begin(), failure->owners.end());
-    failure->owners.clear();
+    finished_.splice(finished_.end(), failure->items);
     return true;
 }
 

@@ -17,18 +17,21 @@
 // - A worker idle for kIdleExit exits on its own, closing its relay; the next call that
 //   finds it exited joins it, and a later item for its file starts a new one. A stream
 //   with a failure to report stays, without a worker, until the failure is reported.
+// - Workers never allocate: an item's list node is made by submit(), on the caller's
+//   thread, and then moves (splice) from queue to finished or failure. The caller's calls
+//   allocate before they change anything; short of memory, submit() fails with ENOMEM
+//   and the others put off their cleanup. No call throws.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -54,15 +57,14 @@ struct Item {
 
 struct Failure {
     int fd = -1;
-    int error = 0;                // errno
-    size_t written = 0;           // bytes of the failing item that were written
-    size_t size = 0;              // size of the failing item
-    size_t dropped = 0;           // queued items behind it that were never written
-    std::vector<uintptr_t> keys;  // keys of the failing and the dropped items
-    std::vector<void*> owners;    // their owners, moved to the finished when it is reported
+    int error = 0;          // errno
+    size_t written = 0;     // bytes of the failing item that were written
+    size_t size = 0;        // size of the failing item
+    size_t dropped = 0;     // queued items behind it that were never written
+    std::list<Item> items;  // the failing and the dropped items, finished when reported
 
-    // "fd 5: wrote 1024 of 6220800 bytes, 3 queued items dropped"
-    std::string describe() const;
+    // "fd 5: wrote 1024 of 6220800 bytes, 3 queued items dropped", cut to fit `capacity`.
+    void describe(char* text, size_t capacity) const;
 };
 
 enum class Outcome { Done, Failed, TimedOut };
@@ -98,15 +100,15 @@ public:
     // Whether key has an item queued, being written, or in an unreported failure.
     bool busy(uintptr_t key);
 
-    // Owners whose items are done (written, or dropped and reported), for the caller to
-    // release.
-    std::vector<void*> take_finished();
+    // Items that are done (written, or dropped and reported), for the caller to release
+    // their owners.
+    std::list<Item> take_finished();
 
 private:
     struct Stream {
         int fd;  // the last fd number its items came through, for messages
         FileId file;
-        std::deque<Item> queue;
+        std::list<Item> queue;
         bool writing = false;
         uint64_t writing_order = 0;  // the order of the item being written
         bool stopping = false;
@@ -117,6 +119,9 @@ private:
         Relay relay;        // opened by submit; the worker uses it if it saw it open
         TailBuffers tails;  // the worker's only
         std::optional<bool> emptiable;  // the worker's only: can_empty_pipe, asked once
+        // The worker's only: descriptors of dropped items, to close after unlocking.
+        // Reserved for a full queue, so that filling it does not allocate.
+        std::vector<int> closing;
 
         bool idle() const { return queue.empty() && !writing; }
         // Whether every item submitted before `mark` is done here.
@@ -148,7 +153,7 @@ private:
     size_t failures_ = 0;                        // streams holding a failure
     // Streams whose worker returned and is not joined yet; written under mutex_.
     std::atomic<size_t> exited_{0};
-    std::vector<void*> finished_;
+    std::list<Item> finished_;
 };
 
 }  // namespace turbopipe

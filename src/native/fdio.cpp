@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <csignal>
 #include <mutex>
-#include <string>
+#include <new>
 #include <unordered_set>
 
 #include <fcntl.h>
@@ -58,13 +58,24 @@ void discard_pending_sigpipe() {
 std::mutex held_mutex;
 std::unordered_set<int> held;
 
+// Records fd as held; false, with fd closed and errno ENOMEM, if memory is short.
+bool hold(int fd) {
+    try {
+        held.insert(fd);
+        return true;
+    } catch (const std::bad_alloc&) {
+        close(fd);
+        errno = ENOMEM;
+        return false;
+    }
+}
+
 // Opens a descriptor with open_fd() (it, or -1 with errno set) and holds it.
 template <class Open>
 int open_held(Open open_fd) {
     std::lock_guard<std::mutex> lock(held_mutex);
     int fd = open_fd();
-    if (fd >= 0) held.insert(fd);
-    return fd;
+    return fd >= 0 && hold(fd) ? fd : -1;
 }
 
 void close_held(int fd) {
@@ -133,13 +144,22 @@ int vmsplice_all(int fd, const uint8_t* data, size_t size, size_t* spliced) {
     return 0;
 }
 
-std::string proc_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+// The writer thread asks for it: made without allocating, which it never does.
+struct ProcPath {
+    char text[32];
+};
+
+ProcPath proc_path(int fd) {
+    ProcPath path;
+    std::snprintf(path.text, sizeof path.text, "/proc/self/fd/%d", fd);
+    return path;
+}
 
 // Empties a pipe whose reader is gone, through a read end of its own: a later reader
 // (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
 void drop_unread(int fd) {
-    std::string path = proc_path(fd);
-    int reader = open_held([&] { return open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); });
+    ProcPath path = proc_path(fd);
+    int reader = open_held([&] { return open(path.text, O_RDONLY | O_NONBLOCK | O_CLOEXEC); });
     if (reader < 0) return;
     uint8_t scratch[65536];
     while (read(reader, scratch, sizeof scratch) > 0) {
@@ -247,10 +267,17 @@ bool Relay::open() {
     int ends[2];
     std::lock_guard<std::mutex> lock(held_mutex);  // as open_held, for two
     if (pipe2(ends, O_CLOEXEC) < 0) return false;
+    if (!hold(ends[0])) {
+        ::close(ends[1]);
+        return false;
+    }
+    if (!hold(ends[1])) {
+        held.erase(ends[0]);
+        ::close(ends[0]);
+        return false;
+    }
     read_end_ = ends[0];
     write_end_ = ends[1];
-    held.insert(read_end_);
-    held.insert(write_end_);
     return true;
 #else
     return false;
@@ -320,7 +347,7 @@ void Relay::discard() {
 bool can_empty_pipe(int fd) {
 #ifdef __linux__
     // Asked, not opened: a read end, even for a moment, could be inherited by a fork.
-    return faccessat(AT_FDCWD, proc_path(fd).c_str(), R_OK, AT_EACCESS) == 0;
+    return faccessat(AT_FDCWD, proc_path(fd).text, R_OK, AT_EACCESS) == 0;
 #else
     (void)fd;
     return false;

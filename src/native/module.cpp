@@ -7,9 +7,9 @@
 
 #include <pthread.h>
 
+#include <cstdio>
 #include <cstring>
-#include <string>
-#include <vector>
+#include <new>
 
 #include "engine.hpp"
 
@@ -51,14 +51,15 @@ void release(Export* owner) {
 void release_finished() {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
-    for (void* owner : engine->take_finished()) release(static_cast<Export*>(owner));
+    for (const Item& item : engine->take_finished()) release(static_cast<Export*>(item.owner));
     PyErr_Restore(type, value, traceback);
 }
 
 // OSError(errno, message) picks the subclass: BrokenPipeError for EPIPE and so on.
-PyObject* raise_os_error(int error, const std::string& detail) {
-    std::string message = std::string(strerror(error)) + " (" + detail + ")";
-    PyObject* exception = PyObject_CallFunction(PyExc_OSError, "is", error, message.c_str());
+PyObject* raise_os_error(int error, const char* detail) {
+    char message[256];
+    std::snprintf(message, sizeof message, "%s (%s)", strerror(error), detail);
+    PyObject* exception = PyObject_CallFunction(PyExc_OSError, "is", error, message);
     if (exception) {
         PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception)), exception);
         Py_DECREF(exception);
@@ -85,7 +86,11 @@ Outcome wait_interruptibly(Wait wait, Failure* failure) {
 PyObject* conclude(Outcome outcome, const Failure& failure) {
     release_finished();
     engine->join_exited_workers();
-    if (outcome == Outcome::Failed) return raise_os_error(failure.error, failure.describe());
+    if (outcome == Outcome::Failed) {
+        char detail[160];
+        failure.describe(detail, sizeof detail);
+        return raise_os_error(failure.error, detail);
+    }
     if (outcome == Outcome::TimedOut) return nullptr;
     Py_RETURN_NONE;
 }
@@ -129,7 +134,8 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     // Exported from the object itself, a memoryview too: the engine's hold then keeps its
     // release (and so a moderngl buffer's unmap) from happening while queued. With the
     // format, as memoryview() asks: the twin refuses what this refuses.
-    auto* owner = new Export{};
+    auto* owner = new (std::nothrow) Export{};
+    if (!owner) return PyErr_NoMemory();
     if (PyObject_GetBuffer(args[0], &owner->view, PyBUF_RECORDS_RO) < 0) {
         delete owner;
         return nullptr;
@@ -151,8 +157,10 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
               options};
     if (int error = turbopipe::capture_descriptor(fd, &item.descriptor, &item.file)) {
         release(owner);
-        std::string detail = error == EBADF ? " is not open for writing" : ": cannot hold on to it";
-        return raise_os_error(error, "fd " + std::to_string(fd) + detail);
+        char detail[64];
+        std::snprintf(detail, sizeof detail, error == EBADF ? "fd %d is not open for writing"
+                                                            : "fd %d: cannot hold on to it", fd);
+        return raise_os_error(error, detail);
     }
 
     Failure failure;
