@@ -126,6 +126,24 @@ def test_sync_of_an_object_waits_for_writes_of_its_memoryviews() -> None:
     assert reader.join() == md5(frame)
 
 
+def test_a_piped_memoryview_cannot_be_released_until_written() -> None:
+    """The engine holds the view itself, not only the memory it shares: releasing it while
+    queued would let its owner resize or free that memory under the writer."""
+    read_fd, write_fd = os.pipe()
+    frame = bytearray(os.urandom(8 * MiB))
+    view = memoryview(frame)
+    turbopipe.pipe(view, write_fd)
+    try:
+        with pytest.raises(BufferError):
+            view.release()
+    finally:
+        reader = Reader(read_fd)
+    turbopipe.sync(frame)
+    view.release()
+    os.close(write_fd)
+    assert reader.join() == md5(frame)
+
+
 def test_sync_of_one_file_waits_only_for_it(make_pipe: type[Pipe]) -> None:
     stalled_read, stalled_write = os.pipe()
     flowing = make_pipe()

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import functools
 import os
+import pickle
 import select
 import signal
 import stat
@@ -243,7 +244,10 @@ def submit(
 ) -> None:
     global _next_order
     fd = _to_fd(fd)
-    view = memoryview(data)
+    # Exported from data itself, as the native engine does: a memoryview piped is then
+    # held too (its release() raises BufferError until the item is written), where
+    # memoryview(data) would only share its buffer.
+    view = memoryview(pickle.PickleBuffer(data))
     target: _Target | None = None
     queued = False
     try:
