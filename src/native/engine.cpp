@@ -28,6 +28,21 @@ void Failure::describe(char* text, size_t capacity) const {
 
 Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
+    // What allocates comes first, and is undone if a later step fails: short of memory or
+    // threads, nothing is queued and nothing is lost.
+    std::list<Item> node;
+    bool created = false, key_added = false;
+    auto undo = [&](int error) {
+        if (created) streams_.erase(item.file);
+        if (key_added) active_keys_.erase(item.key);
+        *failure = Failure{fd, error, 0, item.size, 0, {}};
+        return Outcome::Failed;
+    };
+    try {
+        files_[fd] = item.file;  // before the wait, which may end in that file's failure
+    } catch (const std::bad_alloc&) {
+        return undo(ENOMEM);
+    }
     auto ready = [&] {
         Stream* stream = stream_of_file(item.file);
         if (stream && stream->failure) return true;
@@ -45,19 +60,8 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         streams_.erase(found);
         stream.reset();
     }
-    // What allocates comes first, and is undone if a later step fails: short of memory or
-    // threads, nothing is queued and nothing is lost.
-    std::list<Item> node;
-    bool created = false, key_added = false;
-    auto undo = [&](int error) {
-        if (created) streams_.erase(item.file);
-        if (key_added) active_keys_.erase(item.key);
-        *failure = Failure{fd, error, 0, item.size, 0, {}};
-        return Outcome::Failed;
-    };
     try {
         node.push_back(item);
-        files_[fd] = item.file;
         key_added = active_keys_.insert(item.key).second;
         if (!stream) {
             stream = std::make_shared<Stream>();

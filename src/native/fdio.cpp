@@ -1,9 +1,11 @@
 #include "fdio.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <csignal>
 #include <mutex>
 #include <new>
@@ -57,6 +59,14 @@ void discard_pending_sigpipe() {
 // the engine's open descriptors for anyone holding it (a forked child included).
 std::mutex held_mutex;
 std::unordered_set<int> held;
+// Read ends that writer threads open for a moment to empty a pipe (drop_unread), one per
+// thread at a time: a fixed table, as inserting into `held` may allocate, which writer
+// threads never do. Also guarded by held_mutex; -1 marks a free slot.
+std::array<int, 64> draining = [] {
+    std::array<int, 64> slots;
+    slots.fill(-1);
+    return slots;
+}();
 
 // Records fd as held; false, with fd closed and errno ENOMEM, if memory is short.
 bool hold(int fd) {
@@ -106,14 +116,14 @@ constexpr size_t kRelayMinimum = 64 * 1024;
 int pipe_capacity(int fd, size_t wanted) {
     // Unprivileged processes are capped by /proc/sys/fs/pipe-max-size: no item need ask
     // for more in vain. Below it, the user's pipe quota may refuse growth; settle for less.
+    // Read with read(), not fopen(): this runs on a writer thread, which never allocates.
     static const size_t max_size = [] {
-        FILE* file = std::fopen("/proc/sys/fs/pipe-max-size", "r");
-        unsigned long size = INT_MAX;
-        if (file) {
-            if (std::fscanf(file, "%lu", &size) != 1) size = INT_MAX;
-            std::fclose(file);
-        }
-        return std::min<size_t>(size, INT_MAX);
+        char text[32] = {};
+        int file = open("/proc/sys/fs/pipe-max-size", O_RDONLY | O_CLOEXEC);
+        ssize_t length = file < 0 ? -1 : read(file, text, sizeof text - 1);
+        if (file >= 0) close(file);
+        unsigned long size = length > 0 ? std::strtoul(text, nullptr, 10) : 0;
+        return size ? std::min<size_t>(size, INT_MAX) : size_t(INT_MAX);
     }();
     int current = fcntl(fd, F_GETPIPE_SZ);
     if (current < 0) return 0;
@@ -159,12 +169,22 @@ ProcPath proc_path(int fd) {
 // (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
 void drop_unread(int fd) {
     ProcPath path = proc_path(fd);
-    int reader = open_held([&] { return open(path.text, O_RDONLY | O_NONBLOCK | O_CLOEXEC); });
-    if (reader < 0) return;
+    int* slot;
+    int reader;
+    {
+        std::lock_guard<std::mutex> lock(held_mutex);
+        slot = std::find(draining.begin(), draining.end(), -1);
+        if (slot == draining.end()) return;  // as many threads draining at once: leave it
+        reader = open(path.text, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (reader < 0) return;
+        *slot = reader;
+    }
     uint8_t scratch[65536];
     while (read(reader, scratch, sizeof scratch) > 0) {
     }
-    close_held(reader);
+    std::lock_guard<std::mutex> lock(held_mutex);
+    *slot = -1;
+    close(reader);
 }
 
 // Sleeps until no spliced page is left in the pipe: the reader took them all, or it is
@@ -357,7 +377,8 @@ bool can_empty_pipe(int fd) {
 int identify_descriptor(int fd, FileId* file) {
     std::lock_guard<std::mutex> lock(held_mutex);
     // A number the caller closed may be one of ours now: for the caller, it is closed.
-    return held.count(fd) ? EBADF : file_of(fd, file);
+    bool ours = held.count(fd) || std::count(draining.begin(), draining.end(), fd);
+    return ours ? EBADF : file_of(fd, file);
 }
 
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
@@ -387,6 +408,10 @@ void after_fork_in_parent() { held_mutex.unlock(); }
 void after_fork_in_child() {
     for (int fd : held) close(fd);
     held.clear();
+    for (int& fd : draining) {
+        if (fd >= 0) close(fd);
+        fd = -1;
+    }
     held_mutex.unlock();
 }
 
