@@ -76,7 +76,8 @@ def test_bad_values_are_refused(capsys: pytest.CaptureFixture[str], argv: list[s
 @pytest.mark.parametrize(
     ("option", "said"),
     [(["--ffmpeg", "/no/such/ffmpeg"], "/no/such/ffmpeg"), (["--codec", "bogus"], "bogus"),
-     (["--width", "321", "--height", "241", "--convert", "gpu"], "even width")],
+     (["--width", "321", "--height", "241", "--convert", "gpu"], "even width"),
+     (["--width", "100000", "--height", "100"], "100000x100 is more than")],
 )  # fmt: skip
 def test_ffmpeg_failures_are_told_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], said: str

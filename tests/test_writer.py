@@ -247,9 +247,11 @@ def test_hd_colors_and_tags(
 
 
 @pytest.mark.parametrize(
-    ("codec", "pix_fmt", "gpu_convert"),
-    [("mjpeg", "yuv420p", False), ("mjpeg", "yuv420p", True), ("mjpeg", "yuv444p", True),
-     ("ljpeg", "yuv444p", False), ("ffv1", "yuvj420p", False)],
+    ("codec", "pix_fmt", "gpu_convert", "size"),
+    [("mjpeg", "yuv420p", False, (W, H)), ("mjpeg", "yuv420p", True, (W, H)),
+     ("mjpeg", "yuv444p", True, (W, H)), ("ljpeg", "yuv444p", False, (W, H)),
+     ("ffv1", "yuvj420p", False, (W, H)),
+     ("mjpeg", "yuv420p", False, (1280, 720)), ("mjpeg", "yuv420p", True, (1280, 720))],
 )  # fmt: skip
 def test_jpeg_encoders_and_yuvj_formats_get_full_range(
     tmp_path: Path,
@@ -258,16 +260,21 @@ def test_jpeg_encoders_and_yuvj_formats_get_full_range(
     codec: str,
     pix_fmt: str,
     gpu_convert: bool,
+    size: tuple[int, int],
 ) -> None:
-    """FFmpeg's JPEG encoders refuse limited range; the colors come back as they went in."""
+    """FFmpeg's JPEG encoders refuse limited range, and JPEG is BT.601 whatever the size:
+    the colors come back as they went in."""
     color = (200, 100, 50)
-    texture = gl_context.texture((W, H), 3, bytes(color) * (W * H))
+    width, height = size
+    texture = gl_context.texture(size, 3, bytes(color) * (width * height))
     path = tmp_path / "out.mkv"
-    with VideoWriter(path, W, H, codec=codec, pix_fmt=pix_fmt, gpu_convert=gpu_convert) as video:
+    with VideoWriter(
+        path, width, height, codec=codec, pix_fmt=pix_fmt, gpu_convert=gpu_convert
+    ) as video:
         video.write(texture)
-    rgb = frames_of(decode(ffmpeg_exe, path), W, H, 3).astype(int)
+    rgb = frames_of(decode(ffmpeg_exe, path), width, height, 3).astype(int)
     assert len(rgb) == 1
-    # A range mixed up on the way moves 200 by 12 levels or more.
+    # A range or a matrix mixed up on the way moves 200 by 10 levels or more.
     assert np.abs(rgb - color).max() <= 3, rgb.reshape(-1, 3)[0]
     probe = subprocess.run([ffmpeg_exe, "-hide_banner", "-i", str(path)], capture_output=True)
     assert b"(pc, " in probe.stderr, probe.stderr
@@ -393,6 +400,16 @@ def test_ffmpeg_dying_mid_stream_raises_and_leaves_no_process(tmp_path: Path) ->
             video.write(frame)
         video.close()
     assert process_gone(video.pid)
+
+
+def test_ffmpeg_told_to_stop_early_says_so(tmp_path: Path) -> None:
+    video = VideoWriter(tmp_path / "out.mkv", 640, 480, codec="ffv1", extra_args=["-frames:v", "2"])
+    frame = np.zeros((480, 640, 3), np.uint8)
+    with pytest.raises(FFmpegError, match="status 0 before reading every frame"):
+        for _ in range(200):  # more than the pipe holds
+            video.write(frame)
+        video.close()
+    assert video.pid is not None and process_gone(video.pid)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,11 @@ class Scene:
     """The demo shader, rendered into its own framebuffer."""
 
     def __init__(self, ctx: Any, width: int, height: int) -> None:
+        limit = min(ctx.info["GL_MAX_RENDERBUFFER_SIZE"], *ctx.info["GL_MAX_VIEWPORT_DIMS"])
+        if max(width, height) > limit:
+            raise ValueError(
+                f"{width}x{height} is more than this GL renderer draws ({limit} a side)"
+            )
         self.program = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         self.program["resolution"].value = (width, height)
         self.vertex_array = ctx.vertex_array(self.program, [])

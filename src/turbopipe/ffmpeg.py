@@ -134,6 +134,11 @@ class FFmpegProcess:
         except subprocess.TimeoutExpired:
             self.kill()
         self._drain.join(timeout=5)
+        if self._process.returncode == 0:
+            return self._error(
+                "FFmpeg exited with status 0 before reading every frame, as -frames:v or -t"
+                " among its arguments make it"
+            )
         return self._error(f"FFmpeg stopped reading (status {self._process.returncode})")
 
     def kill(self) -> None:

@@ -43,12 +43,16 @@ def _is_yuv(pix_fmt: str) -> bool:
     return not pix_fmt.startswith(_NOT_YUV)
 
 
-# JPEG's encoders refuse limited range; FFmpeg's yuvj formats are full range by name.
-_FULL_RANGE_ENCODERS = ("mjpeg", "ljpeg")
+# JPEG is BT.601 full range by definition: its decoders read it so whatever the tags say,
+# and FFmpeg's JPEG encoders refuse limited range.
+_JPEG_ENCODERS = ("mjpeg", "ljpeg")
 
 
-def _full_range(codec: str, pix_fmt: str) -> bool:
-    return codec in _FULL_RANGE_ENCODERS or pix_fmt.startswith("yuvj")
+def _yuv_encoding(codec: str, pix_fmt: str, height: int) -> tuple[str, bool]:
+    """The YUV matrix of an output, and whether its range is full (yuvj formats: by name)."""
+    if codec in _JPEG_ENCODERS:
+        return "bt601", True
+    return matrix_for(height), pix_fmt.startswith("yuvj")
 
 
 class VideoWriter:
@@ -77,8 +81,8 @@ class VideoWriter:
     defaults to True on a hardware GPU, where the pass is nearly free, and to False on a
     software rasterizer (llvmpipe), where it costs about the CPU that FFmpeg's conversion
     would (see the README's writer benchmark). YUV output uses BT.709 for HD (720 lines
-    and up) and BT.601 below, limited range (full range for the JPEG encoders mjpeg and
-    ljpeg, and for yuvj formats), tagged in the stream.
+    and up) and BT.601 below, limited range, tagged in the stream; the JPEG encoders
+    (mjpeg, ljpeg) get JPEG's BT.601 full range at any size, yuvj formats full range.
 
     FFmpeg starts at the first frame. Its failures (bad codec or arguments, unwritable
     output, dying mid-stream) raise FFmpegError carrying the tail of its stderr; ``close``
@@ -258,9 +262,9 @@ class VideoWriter:
         filters += callers_filters
         output_tags = []
         if _is_yuv(self.pix_fmt):
-            matrix = matrix_for(self.height)
+            matrix, full_range = _yuv_encoding(self.codec, self.pix_fmt, self.height)
             tag = _COLOR_TAGS[matrix]
-            color_range = "pc" if _full_range(self.codec, self.pix_fmt) else "tv"
+            color_range = "pc" if full_range else "tv"
             # Tags on the input: FFmpeg carries them from the frames to the stream, and
             # YUV input that is already ours must not be converted again as if untagged.
             argv += ["-color_primaries", tag, "-color_trc", tag]
@@ -518,9 +522,9 @@ class _GLFrames(_GLRing):
         width, height = writer.width, writer.height
         self.reader: FrameConverter | FrameReader
         if convert:
-            full_range = _full_range(writer.codec, writer.pix_fmt)
+            matrix, full_range = _yuv_encoding(writer.codec, writer.pix_fmt, height)
             self.reader = FrameConverter(
-                ctx, width, height, writer.pix_fmt, flip, matrix_for(height), full_range
+                ctx, width, height, writer.pix_fmt, flip, matrix, full_range
             )
         else:
             self.reader = FrameReader(ctx, width, height)
