@@ -174,7 +174,7 @@ void drop_unread(int fd) {
     {
         std::lock_guard<std::mutex> lock(held_mutex);
         slot = std::find(draining.begin(), draining.end(), -1);
-        if (slot == draining.end()) return;  // as many threads draining at once: leave it
+        if (slot == draining.end()) return;  // 64 threads draining at once: leave this one
         reader = open(path.text, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (reader < 0) return;
         *slot = reader;
