@@ -293,6 +293,106 @@ int posix_memalign(void** p, size_t a, size_t n) {
 """
 
 
+# Preloaded: the n-th operator new from refuse_new_call(n) on fails (only the engine's C++
+# allocates through it; Python and the C library do not).
+_REFUSED_NEW_CALL = r"""
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+static std::atomic<int> countdown{0};
+
+extern "C" void refuse_new_call(int n) { countdown = n; }
+extern "C" int new_calls_to_refusal() { return countdown; }
+
+static void* allocate(std::size_t n) {
+    if (countdown > 0 && --countdown == 0) return nullptr;
+    return std::malloc(n ? n : 1);
+}
+
+void* operator new(std::size_t n) {
+    if (void* p = allocate(n)) return p;
+    throw std::bad_alloc();
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return allocate(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+"""
+
+
+def _preload(tmp_path: Path, name: str, source: str, compilers: tuple[str, ...]) -> Path:
+    """Build source into a library to preload; skips the test without a compiler."""
+    compiler = next(filter(None, map(shutil.which, compilers)), None)
+    if compiler is None or not Path("/proc/self").exists():
+        pytest.skip("needs a C/C++ compiler and Linux")
+    library, code = tmp_path / f"{name}.so", tmp_path / name
+    code.write_text(source)
+    language = "c++" if compilers[0] == "c++" else "c"
+    subprocess.run(
+        [compiler, "-x", language, "-shared", "-fPIC", "-O2", "-o", library, code], check=True
+    )
+    return library
+
+
+def test_no_memory_at_the_call_raises_and_loses_nothing(engine: str, tmp_path: Path) -> None:
+    """Each allocation pipe() makes in turn is refused, on a new stream and on a running
+    one: the call raises MemoryError or OSError(ENOMEM), nothing is queued, and the
+    engine goes on whole: every later item arrives, in order, and sync() returns."""
+    if engine == "python":
+        pytest.skip("the twin allocates through Python, where any call may raise")
+    shim = _preload(tmp_path, "refuse_new.cc", _REFUSED_NEW_CALL, ("c++", "g++"))
+    result = run_with_engine(
+        """
+        import ctypes, errno, hashlib, os, threading
+        shim = ctypes.CDLL(None)
+        read_fd, write_fd = os.pipe()
+        got = hashlib.md5()
+
+        def drain():
+            while chunk := os.read(read_fd, 1 << 20):
+                got.update(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        sent = hashlib.md5()
+        counts = {}
+        for new_stream in (True, False):
+            refused = 0
+            for n in range(1, 100):
+                if new_stream:
+                    turbopipe.close()  # stops the idle worker: the next pipe() makes a stream
+                frame = os.urandom(200_000)
+                shim.refuse_new_call(n)
+                try:
+                    turbopipe.pipe(frame, write_fd)
+                    sent.update(frame)
+                except MemoryError:
+                    refused += 1
+                except OSError as error:
+                    assert error.errno == errno.ENOMEM, error
+                    refused += 1
+                left = shim.new_calls_to_refusal()
+                shim.refuse_new_call(0)
+                after = os.urandom(1000)
+                turbopipe.pipe(after, write_fd)
+                sent.update(after)
+                turbopipe.sync()
+                if left:  # the call made fewer than n allocations: all were refused once
+                    break
+            counts[new_stream] = refused
+        os.close(write_fd)
+        reader.join()
+        print(got.hexdigest() == sent.hexdigest(), counts[True], counts[False])
+        """,
+        env={"LD_PRELOAD": str(shim)},
+    )
+    assert result.returncode == 0, result.stderr
+    arrived, on_new_stream, on_running_stream = result.stdout.split()
+    assert arrived == "True"
+    # Each refusal raised: a new stream takes more allocations than a running one.
+    assert int(on_new_stream) > int(on_running_stream) >= 1
+
+
 def test_the_writer_threads_never_allocate(engine: str, tmp_path: Path) -> None:
     """Memory may be short when a worker finishes an item: it must not need any, or the
     process dies (an exception escaping a thread). Every path is taken with no memory to
@@ -300,13 +400,7 @@ def test_the_writer_threads_never_allocate(engine: str, tmp_path: Path) -> None:
     one starting, and on each path a reader dying with items queued."""
     if engine == "python":
         pytest.skip("the twin's writers are Python threads, which allocate")
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or not Path("/proc/self").exists():
-        pytest.skip("needs a C compiler and Linux")
-    shim = tmp_path / "no_memory.so"
-    source = tmp_path / "no_memory.c"
-    source.write_text(_NO_MEMORY_OFF_THE_MAIN_THREAD)
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", shim, source], check=True)
+    shim = _preload(tmp_path, "no_memory.c", _NO_MEMORY_OFF_THE_MAIN_THREAD, ("cc", "gcc"))
     result = run_with_engine(
         """
         import hashlib, os, subprocess, time
