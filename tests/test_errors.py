@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import turbopipe
-from conftest import Pipe, md5, run_with_engine
+from conftest import Pipe, Reader, md5, run_with_engine
 
 MiB = 1 << 20
 
@@ -117,6 +118,29 @@ def test_a_reused_number_does_not_inherit_the_failure(tmp_path: Path) -> None:
         turbopipe.sync()
     for descriptor in (fd, new):
         os.close(descriptor)
+
+
+def test_a_number_reused_for_a_failed_file_names_it_from_then_on() -> None:
+    """pipe(data, n) that raises the failure of the file n names now records n for that
+    file: sync(file=n) once n is closed does not wait for the file n named before."""
+    stalled_read, fd = os.pipe()
+    turbopipe.pipe(bytes(4 * MiB), fd)  # nobody reads yet: its stream stays busy
+    dead_read, dead_write = os.pipe()
+    os.close(dead_read)
+    turbopipe.pipe(b"x" * 10, dead_write)  # fails at once: nobody will read it
+    time.sleep(0.5)  # the failure is recorded, not yet reported
+    os.dup2(dead_write, fd)  # fd now names the dead pipe
+    os.close(dead_write)
+    with pytest.raises(BrokenPipeError):
+        turbopipe.pipe(b"y", fd)
+    os.close(fd)
+    waiter = threading.Thread(target=turbopipe.sync, kwargs={"file": fd}, daemon=True)
+    waiter.start()
+    waiter.join(timeout=5)
+    reader = Reader(stalled_read)
+    assert not waiter.is_alive(), "sync(file=fd) waited for the pipe fd named before"
+    turbopipe.sync()
+    assert reader.join() == md5(bytes(4 * MiB))
 
 
 def test_the_failure_names_the_fd_of_the_failed_item() -> None:
