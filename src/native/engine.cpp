@@ -60,6 +60,11 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         streams_.erase(found);
         stream.reset();
     }
+    // Auto splices into a pipe only if its readers copy out: asked once per stream, by the
+    // caller, outside the lock.
+    bool decide = item.options.vmsplice == Vmsplice::Auto && item.file.pipe &&
+                  !(stream && stream->readers_copy);
+    if (decide && !item.readers_copy) return Outcome::Undecided;
     try {
         node.push_back(item);
         key_added = active_keys_.insert(item.key).second;
@@ -76,10 +81,11 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         return undo(EAGAIN);
     }
     stream->fd = fd;
+    if (decide) stream->readers_copy = item.readers_copy;
     node.front().order = next_order_++;
     // The worker uses the relay only if it saw it open, under this lock. Failing to open
     // leaves the items to write().
-    if (item.options.relay && !item.options.vmsplice && item.file.pipe &&
+    if (item.options.relay && item.options.vmsplice != Vmsplice::On && item.file.pipe &&
         !stream->relay.is_open()) {
         stream->relay.open();
     }
@@ -227,21 +233,25 @@ void Engine::run(Stream* stream) {
         stream->writing = true;
         stream->writing_order = item.order;
         Relay* relay = stream->relay.is_open() ? &stream->relay : nullptr;
+        if (item.options.vmsplice == Vmsplice::Auto) {
+            item.options.vmsplice = stream->readers_copy.value_or(false) ? Vmsplice::On
+                                                                         : Vmsplice::Off;
+        }
 
         lock.unlock();
-        // vmsplice only into a pipe the engine could empty (fdio.hpp); else a plain write().
-        if (item.options.vmsplice && item.file.pipe) {
-            if (!stream->emptiable) stream->emptiable = can_empty_pipe(item.descriptor);
-            if (!*stream->emptiable) item.options.vmsplice = item.options.relay = false;
-        }
+        check_vmsplice(*stream, item);
         size_t written = 0;
+        WritePath path;
         int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
-                               relay, &stream->tails, &written);
+                               relay, &stream->tails, &written, &path);
         release_descriptor(item.descriptor);
         lock.lock();
 
         stream->writing = false;
         active_keys_.erase(item.key);
+        stream->stats.path = path;
+        stream->stats.bytes += written;
+        stream->stats.items += !error;
         if (!error) {
             finished_.splice(finished_.end(), current);
         } else {
@@ -262,6 +272,23 @@ void Engine::run(Stream* stream) {
         }
         progress_.notify_all();
     }
+}
+
+void Engine::check_vmsplice(Stream& stream, Item& item) {
+    // Only into a pipe the engine could empty (fdio.hpp); else a plain write().
+    if (item.options.vmsplice != Vmsplice::On || !item.file.pipe) return;
+    if (!stream.emptiable) stream.emptiable = can_empty_pipe(item.descriptor);
+    if (!*stream.emptiable) {
+        item.options.vmsplice = Vmsplice::Off;
+        item.options.relay = false;
+    }
+}
+
+bool Engine::stats(int fd, const FileId* file, StreamStats* stats) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Stream* stream = file ? stream_of_file(*file) : stream_of_fd(fd);
+    if (stream) *stats = stream->stats;
+    return stream != nullptr;
 }
 
 Engine::Stream* Engine::stream_of_file(const FileId& file) {

@@ -52,6 +52,8 @@ struct Item {
     uintptr_t key;   // identity that wait_key() waits on
     void* owner;     // the caller's handle keeping `data` alive
     WriteOptions options;
+    // For Vmsplice::Auto: readers_copy_out() of the pipe, asked when submit() says Undecided.
+    std::optional<bool> readers_copy;
     uint64_t order = 0;  // set by submit: the items before it have lower ones
 };
 
@@ -67,7 +69,15 @@ struct Failure {
     void describe(char* text, size_t capacity) const;
 };
 
-enum class Outcome { Done, Failed, TimedOut };
+// Undecided: submit() needs item.readers_copy first (for a stream it would start).
+enum class Outcome { Done, Failed, TimedOut, Undecided };
+
+// What a stream has written since it started.
+struct StreamStats {
+    WritePath path = WritePath::None;  // how its last item went
+    uint64_t items = 0;                // written whole
+    uint64_t bytes = 0;                // including those of a failed item
+};
 
 class Engine {
 public:
@@ -76,7 +86,7 @@ public:
     Engine& operator=(const Engine&) = delete;
 
     // Queues `item` for `fd`, first waiting until its key is idle and the queue has room.
-    // On Failed, `item` was not queued and the caller still owns its descriptor and owner.
+    // Unless Done, `item` was not queued and the caller still owns its descriptor and owner.
     Outcome submit(int fd, const Item& item, Deadline deadline, Failure* failure);
 
     Outcome wait_key(uintptr_t key, Deadline deadline, Failure* failure);
@@ -96,6 +106,10 @@ public:
 
     // Joins the workers that exited after idling; quick: they have returned already.
     void join_exited_workers();
+
+    // The stats of the stream serving `file` (what fd names now, or null for the file it
+    // named at its last submit); false if no stream serves it.
+    bool stats(int fd, const FileId* file, StreamStats* stats);
 
     // Whether key has an item queued, being written, or in an unreported failure.
     bool busy(uintptr_t key);
@@ -119,6 +133,9 @@ private:
         Relay relay;        // opened by submit; the worker uses it if it saw it open
         TailBuffers tails;  // the worker's only
         std::optional<bool> emptiable;  // the worker's only: can_empty_pipe, asked once
+        // readers_copy_out(), asked by the submit() that started it: what Auto means here.
+        std::optional<bool> readers_copy;
+        StreamStats stats;
         // The worker's only: descriptors of dropped items, to close after unlocking.
         // Reserved for a full queue, so that filling it does not allocate.
         std::vector<int> closing;
@@ -132,6 +149,8 @@ private:
     };
 
     void run(Stream* stream);
+    // Turns Vmsplice::On to Off where it cannot serve (the worker's, not under the lock).
+    static void check_vmsplice(Stream& stream, Item& item);
     Stream* stream_of_file(const FileId& file);
     Stream* stream_of_fd(int fd);
     bool take_failure(Stream* stream, Failure* failure);

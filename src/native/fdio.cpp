@@ -6,16 +6,19 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <csignal>
 #include <mutex>
 #include <new>
 #include <unordered_set>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -59,10 +62,10 @@ void discard_pending_sigpipe() {
 // the engine's open descriptors for anyone holding it (a forked child included).
 std::mutex held_mutex;
 std::unordered_set<int> held;
-// Read ends that writer threads open for a moment to empty a pipe (drop_unread), one per
-// thread at a time: a fixed table, as inserting into `held` may allocate, which writer
-// threads never do. Also guarded by held_mutex; -1 marks a free slot.
-std::array<int, 64> draining = [] {
+// Descriptors that writer threads open for a moment (to empty a pipe, to scan /proc): a
+// fixed table, as inserting into `held` may allocate, which writer threads never do. Also
+// guarded by held_mutex; -1 marks a free slot.
+std::array<int, 64> transient = [] {
     std::array<int, 64> slots;
     slots.fill(-1);
     return slots;
@@ -94,6 +97,35 @@ void close_held(int fd) {
     // After close() the descriptor is gone even on EINTR (Linux); never retry.
     close(fd);
 }
+
+// A descriptor a writer thread holds for a moment, recorded in `transient`: the caller's
+// calls then know its number is the engine's, and a forked child closes it.
+class TransientFd {
+public:
+    // open_fd() returns a descriptor, or -1 with errno set; get() is -1 if it failed, or
+    // if 64 are open at once.
+    template <class Open>
+    explicit TransientFd(Open open_fd) {
+        std::lock_guard<std::mutex> lock(held_mutex);
+        slot_ = std::find(transient.begin(), transient.end(), -1);
+        if (slot_ == transient.end()) return;
+        fd_ = open_fd();
+        if (fd_ >= 0) *slot_ = fd_;
+    }
+    TransientFd(const TransientFd&) = delete;
+    TransientFd& operator=(const TransientFd&) = delete;
+    ~TransientFd() {
+        if (fd_ < 0) return;
+        std::lock_guard<std::mutex> lock(held_mutex);
+        *slot_ = -1;
+        close(fd_);
+    }
+    int get() const { return fd_; }
+
+private:
+    int* slot_ = nullptr;
+    int fd_ = -1;
+};
 
 int file_of(int fd, FileId* file) {
     struct stat info;
@@ -169,22 +201,11 @@ ProcPath proc_path(int fd) {
 // (of a FIFO, say) would otherwise read spliced pages of the caller's memory as it is then.
 void drop_unread(int fd) {
     ProcPath path = proc_path(fd);
-    int* slot;
-    int reader;
-    {
-        std::lock_guard<std::mutex> lock(held_mutex);
-        slot = std::find(draining.begin(), draining.end(), -1);
-        if (slot == draining.end()) return;  // 64 threads draining at once: leave this one
-        reader = open(path.text, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-        if (reader < 0) return;
-        *slot = reader;
-    }
+    TransientFd reader([&] { return open(path.text, O_RDONLY | O_NONBLOCK | O_CLOEXEC); });
+    if (reader.get() < 0) return;
     uint8_t scratch[65536];
-    while (read(reader, scratch, sizeof scratch) > 0) {
+    while (read(reader.get(), scratch, sizeof scratch) > 0) {
     }
-    std::lock_guard<std::mutex> lock(held_mutex);
-    *slot = -1;
-    close(reader);
 }
 
 // Sleeps until no spliced page is left in the pipe: the reader took them all, or it is
@@ -196,6 +217,103 @@ void wait_drained(int fd) {
         if (poll(&entry, 1, 0) > 0 && (entry.revents & POLLERR)) return drop_unread(fd);
         usleep(1000);
     }
+}
+
+// Calls visit(name) for each entry of the directory `dir` until it returns false; false
+// then, or if reading failed. With getdents64: opendir() allocates.
+template <class Visit>
+bool for_each_entry(int dir, Visit visit) {
+    alignas(8) char buffer[8192];
+    for (;;) {
+        long length = syscall(SYS_getdents64, dir, buffer, sizeof buffer);
+        if (length < 0 && errno == EINTR) continue;
+        if (length <= 0) return length == 0;
+        for (long at = 0; at < length;) {
+            const auto* entry = reinterpret_cast<const dirent64*>(buffer + at);
+            at += entry->d_reclen;
+            if (!visit(entry->d_name)) return false;
+        }
+    }
+}
+
+// A directory entry's name as a number: a process id or a descriptor; -1 for others.
+int number_of(const char* name) {
+    long value = 0;
+    for (const char* digit = name; *digit; digit++) {
+        if (*digit < '0' || *digit > '9' || value > INT_MAX / 10) return -1;
+        value = value * 10 + (*digit - '0');
+    }
+    return *name ? int(value) : -1;
+}
+
+// Whether an executable is FFmpeg or ffprobe, which read() their input: named so, or with
+// a suffix after a dash, as some packages name them (imageio-ffmpeg's
+// "ffmpeg-linux-x86_64-v7.0.2"). A deleted one ("ffmpeg (deleted)") is not known.
+bool known_to_copy_out(const char* executable) {
+    const char* name = std::strrchr(executable, '/');
+    name = name ? name + 1 : executable;
+    for (const char* known : {"ffmpeg", "ffprobe"}) {
+        size_t length = std::strlen(known);
+        if (std::strncmp(name, known, length) == 0 && (!name[length] || name[length] == '-')) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// The access mode (O_RDONLY...) of descriptor `fd` of process `pid`, from its fdinfo; -1
+// if unknown.
+int access_mode(int proc, int pid, int fd) {
+    char path[64], text[256] = {};
+    std::snprintf(path, sizeof path, "%d/fdinfo/%d", pid, fd);
+    TransientFd info([&] { return openat(proc, path, O_RDONLY | O_CLOEXEC); });
+    ssize_t length = info.get() < 0 ? -1 : read(info.get(), text, sizeof text - 1);
+    const char* flags = length > 0 ? std::strstr(text, "flags:") : nullptr;
+    return flags ? int(std::strtoul(flags + 6, nullptr, 8) & O_ACCMODE) : -1;
+}
+
+// For readers_copy_out: false if process `pid` may read the pipe whose
+// /proc link is `pipe` and is not known to copy out; counts it in *readers if it is.
+bool reads_by_copy(int proc, int pid, const char* pipe, int* readers) {
+    char path[64];
+    std::snprintf(path, sizeof path, "%d", pid);
+    struct stat owner;
+    if (fstatat(proc, path, &owner, 0) < 0) return errno == ENOENT;  // exited meanwhile
+    std::snprintf(path, sizeof path, "%d/fd", pid);
+    TransientFd fds([&] { return openat(proc, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+    if (fds.get() < 0) {
+        if (errno == ENOENT || errno == ESRCH) return true;  // it exited meanwhile
+        // Another user's process: it holds this process's pipe only if handed over on
+        // purpose (SCM_RIGHTS), as it may not take it from /proc. One of this user's
+        // that refuses inspection (not dumpable) is a doubt.
+        return (errno == EACCES || errno == EPERM) && owner.st_uid != geteuid();
+    }
+    size_t pipe_length = std::strlen(pipe);
+    bool reads = false;
+    bool scanned = for_each_entry(fds.get(), [&](const char* name) {
+        char link[64];
+        int fd = number_of(name);
+        if (fd < 0) return true;
+        ssize_t length = readlinkat(fds.get(), name, link, sizeof link);
+        if (length < 0 || size_t(length) != pipe_length || std::memcmp(link, pipe, pipe_length)) {
+            return true;  // another file, or closed meanwhile
+        }
+        int mode = access_mode(proc, pid, fd);
+        if (mode < 0) return false;
+        reads = reads || mode != O_WRONLY;
+        return true;
+    });
+    if (!scanned) return false;
+    if (!reads) return true;
+    if (pid == getpid()) return false;  // a reader of our own might splice onward
+    char executable[PATH_MAX];
+    std::snprintf(path, sizeof path, "%d/exe", pid);
+    ssize_t length = readlinkat(proc, path, executable, sizeof executable - 1);
+    if (length < 0) return false;
+    executable[length] = '\0';
+    if (!known_to_copy_out(executable)) return false;
+    ++*readers;
+    return true;
 }
 
 // vmsplice also refuses memory the kernel cannot pin (device mappings) with EFAULT.
@@ -215,9 +333,9 @@ bool copy_checked(uint8_t* to, const uint8_t* from, size_t size) {
 // has consumed every page of the caller's and the caller may reuse the memory. Memory the
 // kernel cannot pin is write()n; so are items that fit in the pipe (splicing gains
 // nothing there, and a spliced page is never shared with the next item's bytes, where
-// write()s share pages).
+// write()s share pages). *mapped counts the bytes spliced from the caller's memory.
 int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t chunk,
-                  TailBuffers* tails, size_t* written) {
+                  TailBuffers* tails, size_t* written, size_t* mapped) {
     size_t head = 0;
     int error = 0;
     if (capacity > 0 && size > size_t(capacity)) {
@@ -237,6 +355,7 @@ int vmsplice_item(int fd, const uint8_t* data, size_t size, int capacity, size_t
         tail += more;
     }
     *written = head + tail;
+    *mapped = head;
     // The tail proves nothing after a failure, nor if the pipe grew meanwhile (by the
     // reader, say); an empty pipe does.
     if (head && (error || fcntl(fd, F_GETPIPE_SZ) > capacity)) wait_drained(fd);
@@ -374,10 +493,31 @@ bool can_empty_pipe(int fd) {
 #endif
 }
 
+bool readers_copy_out(int fd) {
+#ifdef __linux__
+    char pipe[64];
+    ssize_t length = readlink(proc_path(fd).text, pipe, sizeof pipe - 1);
+    if (length <= 0) return false;
+    pipe[length] = '\0';
+    if (std::strncmp(pipe, "pipe:[", 6) != 0) return false;  // a FIFO's link is its path
+    TransientFd proc([] { return open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+    if (proc.get() < 0) return false;
+    int readers = 0;
+    bool known = for_each_entry(proc.get(), [&](const char* name) {
+        int pid = number_of(name);
+        return pid < 0 || reads_by_copy(proc.get(), pid, pipe, &readers);
+    });
+    return known && readers > 0;
+#else
+    (void)fd;
+    return false;
+#endif
+}
+
 int identify_descriptor(int fd, FileId* file) {
     std::lock_guard<std::mutex> lock(held_mutex);
     // A number the caller closed may be one of ours now: for the caller, it is closed.
-    bool ours = held.count(fd) || std::count(draining.begin(), draining.end(), fd);
+    bool ours = held.count(fd) || std::count(transient.begin(), transient.end(), fd);
     return ours ? EBADF : file_of(fd, file);
 }
 
@@ -408,7 +548,7 @@ void after_fork_in_parent() { held_mutex.unlock(); }
 void after_fork_in_child() {
     for (int fd : held) close(fd);
     held.clear();
-    for (int& fd : draining) {
+    for (int& fd : transient) {
         if (fd >= 0) close(fd);
         fd = -1;
     }
@@ -435,19 +575,24 @@ int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* wr
 
 int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
                const WriteOptions& options, Relay* relay, TailBuffers* tails,
-               size_t* written) {
+               size_t* written, WritePath* path) {
     *written = 0;
+    *path = WritePath::Direct;
     int error = kNotSpliced;
 #ifdef __linux__
     if (file.pipe) {
         int capacity = pipe_capacity(fd, options.pipe_size);
         // A packet-mode pipe makes a packet of each write(); spliced pages would not be one.
         bool spliceable = !file.packet;
-        if (spliceable && options.vmsplice) {
-            error = vmsplice_item(fd, data, size, capacity, options.chunk, tails, written);
+        if (spliceable && options.vmsplice == Vmsplice::On) {
+            size_t mapped = 0;
+            error = vmsplice_item(fd, data, size, capacity, options.chunk, tails, written,
+                                  &mapped);
+            if (mapped) *path = WritePath::Vmsplice;
         } else if (spliceable && options.relay && size >= kRelayMinimum && relay &&
                    capacity > 0 && relay->ready(size_t(capacity))) {
             error = relay->send(fd, data, size, options.chunk, written);
+            if (!splice_refused(error)) *path = WritePath::Relay;
         }
     }
 #else

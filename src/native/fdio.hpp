@@ -22,12 +22,20 @@ struct FileId {
     }
 };
 
+// Whether to map the caller's pages into a pipe instead of copying them (see write_item).
+// Auto does so where readers_copy_out() holds for the pipe, decided once per stream.
+enum class Vmsplice : uint8_t { Off, On, Auto };
+
 struct WriteOptions {
-    size_t chunk;      // most bytes handed to one write(); 0 means no limit
-    size_t pipe_size;  // grow a pipe to this many bytes before writing; 0 leaves it alone
-    bool vmsplice;     // map pages into a pipe instead of copying them (see write_item)
-    bool relay;        // copy into a private pipe, then move its pages (see Relay)
+    size_t chunk;       // most bytes handed to one write(); 0 means no limit
+    size_t pipe_size;   // grow a pipe to this many bytes before writing; 0 leaves it alone
+    Vmsplice vmsplice;  // Auto is settled by the engine before write_item sees it
+    bool relay;         // copy into a private pipe, then move its pages (see Relay)
 };
+
+// How write_item moved an item's bytes: the caller's pages mapped into the pipe, copied
+// through the relay, or write() (also what the other two refused).
+enum class WritePath : uint8_t { None, Direct, Relay, Vmsplice };
 
 // A pipe private to one stream. A reader holds its pipe's lock while it copies out, and a
 // write() into that pipe copies under the same lock, so the two copies take turns.
@@ -110,6 +118,16 @@ int identify_descriptor(int fd, FileId* file);
 // process may write but not read, and it copies instead).
 bool can_empty_pipe(int fd);
 
+// Whether the pipe fd writes to is read only by processes known to copy out with read(),
+// so that no reader can take the caller's spliced pages onward (splice, tee) and see them
+// change after the write is done. True only if fd is an anonymous pipe (a FIFO can gain a
+// reader at any time), this process holds no read end of it, and at least one process
+// does, each running FFmpeg or ffprobe (by its executable, /proc/<pid>/exe). Any doubt
+// (no /proc, a process of this user it may not inspect, an unknown reader) gives false.
+// Scans /proc, opening descriptors: for the caller's thread (the engine takes descriptor
+// numbers only inside the caller's calls), once per stream. Never allocates.
+bool readers_copy_out(int fd);
+
 // Closes a descriptor made by capture_descriptor.
 void release_descriptor(int fd);
 
@@ -125,11 +143,12 @@ void after_fork_in_child();
 int write_all(int fd, const uint8_t* data, size_t size, size_t chunk, size_t* written);
 
 // Writes one queued item to fd, which names `file`: for a pipe, grows it if asked and goes
-// through vmsplice or the relay (if not null) when asked; else, or for what they refuse,
-// write_all.
+// through vmsplice (options.vmsplice On) or the relay (if not null) when asked; else, or
+// for what they refuse, write_all.
+// `*path` tells how the bytes went.
 int write_item(int fd, const FileId& file, const uint8_t* data, size_t size,
                const WriteOptions& options, Relay* relay, TailBuffers* tails,
-               size_t* written);
+               size_t* written, WritePath* path);
 
 // Blocks SIGPIPE in the calling thread so that a dead reader yields EPIPE, never a signal.
 void block_sigpipe();

@@ -125,10 +125,14 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         !to_size(args[4], &options.pipe_size)) {
         return nullptr;
     }
-    int vmsplice = PyObject_IsTrue(args[5]);
+    bool automatic =
+        PyUnicode_Check(args[5]) && PyUnicode_CompareWithASCIIString(args[5], "auto") == 0;
+    int vmsplice = automatic ? 1 : PyObject_IsTrue(args[5]);
     int relay = vmsplice < 0 ? -1 : PyObject_IsTrue(args[6]);
     if (relay < 0) return nullptr;
-    options.vmsplice = vmsplice != 0;
+    options.vmsplice = automatic  ? turbopipe::Vmsplice::Auto
+                       : vmsplice ? turbopipe::Vmsplice::On
+                                  : turbopipe::Vmsplice::Off;
     options.relay = relay != 0;
 
     // Exported from the object itself, a memoryview too: the engine's hold then keeps its
@@ -154,7 +158,8 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
               {},
               key_of(args[2]),
               owner,
-              options};
+              options,
+              std::nullopt};
     if (int error = turbopipe::capture_descriptor(fd, &item.descriptor, &item.file)) {
         release(owner);
         char detail[64];
@@ -164,9 +169,18 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     }
 
     Failure failure;
-    Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->submit(fd, item, deadline, out); },
-        &failure);
+    auto submit_item = [&](Deadline deadline, Failure* out) {
+        return engine->submit(fd, item, deadline, out);
+    };
+    Outcome outcome = wait_interruptibly(submit_item, &failure);
+    if (outcome == Outcome::Undecided) {  // a new stream: who reads the pipe?
+        bool readers_copy;
+        Py_BEGIN_ALLOW_THREADS
+        readers_copy = turbopipe::readers_copy_out(item.descriptor);
+        Py_END_ALLOW_THREADS
+        item.readers_copy = readers_copy;
+        outcome = wait_interruptibly(submit_item, &failure);
+    }
     if (outcome != Outcome::Done) {
         turbopipe::release_descriptor(item.descriptor);
         release(owner);
@@ -182,12 +196,17 @@ PyObject* wait_key(PyObject*, PyObject* key) {
     return conclude(outcome, failure);
 }
 
+// The file fd names now: once its number is reused, not the one it named before. Null if
+// it is closed: the engine then looks for the file it named at its last submit.
+const turbopipe::FileId* named_file(int fd, turbopipe::FileId* file) {
+    return turbopipe::identify_descriptor(fd, file) ? nullptr : file;
+}
+
 PyObject* wait_fd(PyObject*, PyObject* arg) {
     int fd;
     if (!to_fd(arg, &fd)) return nullptr;
-    // The file fd names now: once its number is reused, not the one it named before.
     turbopipe::FileId file;
-    const turbopipe::FileId* named = turbopipe::identify_descriptor(fd, &file) ? nullptr : &file;
+    const turbopipe::FileId* named = named_file(fd, &file);
     Failure failure;
     uint64_t mark = engine->mark();
     Outcome outcome = wait_interruptibly(
@@ -221,6 +240,18 @@ PyObject* stop(PyObject*, PyObject*) {
     return conclude(outcome, failure);
 }
 
+PyObject* stats(PyObject*, PyObject* arg) {
+    int fd;
+    if (!to_fd(arg, &fd)) return nullptr;
+    turbopipe::FileId file;
+    turbopipe::StreamStats stats;
+    if (!engine->stats(fd, named_file(fd, &file), &stats)) Py_RETURN_NONE;
+    static const char* const paths[] = {nullptr, "direct", "relay", "vmsplice"};
+    const char* path = paths[int(stats.path)];
+    return Py_BuildValue("(zKK)", path, static_cast<unsigned long long>(stats.items),
+                         static_cast<unsigned long long>(stats.bytes));
+}
+
 // Checked before releasing: once key is not busy its owner is already among the finished,
 // so on False the caller may assume the engine holds no export for key.
 PyObject* busy(PyObject*, PyObject* key) {
@@ -238,6 +269,7 @@ PyMethodDef methods[] = {
     {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until what was queued for fd before the call is written."},
     {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until everything queued before the call is written."},
     {"stop", stop, METH_NOARGS, "stop()\n--\n\nwait_all(), then stop idle workers."},
+    {"stats", stats, METH_O, "stats(fd)\n--\n\n(path, items, bytes) of the stream writing to fd's file, or None."},
     {"busy", busy, METH_O, "busy(key)\n--\n\nWhether key has a write queued, in progress or failed unreported; if not, "
      "its export is released."},
     {nullptr, nullptr, 0, nullptr},

@@ -15,7 +15,7 @@ import os
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
 
 from ._glmap import Mappings, gl_buffer
 
@@ -31,10 +31,12 @@ __all__ = [
     "ENGINE",
     "FFmpegError",
     "FFmpegNotFoundError",
+    "Stats",
     "VideoWriter",
     "close",
     "done",
     "pipe",
+    "stats",
     "sync",
 ]
 
@@ -72,16 +74,29 @@ def _env_size(name: str, default: int) -> int:
     return value
 
 
+_FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+_FLAG_WORDS.update(dict.fromkeys(("", "0", "false", "no", "off"), False))
+
+
 def _env_flag(name: str, default: bool) -> bool:
     text = os.environ.get(name)
     if text is None:
         return default
-    word = text.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("", "0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be 1/0, true/false, yes/no or on/off, not {text!r}")
+    try:
+        return _FLAG_WORDS[text.strip().lower()]
+    except KeyError:
+        words = "1/0, true/false, yes/no or on/off"
+        raise ValueError(f"{name} must be {words}, not {text!r}") from None
+
+
+def _env_vmsplice() -> bool | Literal["auto"]:
+    text = os.environ.get("TURBOPIPE_VMSPLICE", "auto")
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _FLAG_WORDS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"TURBOPIPE_VMSPLICE must be auto, 1 or 0, not {text!r}") from None
 
 
 _engine = _load_engine()
@@ -96,7 +111,7 @@ ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
 _CHUNK = _env_size("TURBOPIPE_CHUNK", _env_size("TURBOPIPE_CHUNK_SIZE", 0))  # 2.x's name
 _PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 20)
 _VMSPLICE_PIPE_SIZE = _env_size("TURBOPIPE_PIPE_SIZE", 1 << 19)
-_VMSPLICE = _env_flag("TURBOPIPE_VMSPLICE", False)
+_VMSPLICE = _env_vmsplice()
 _RELAY = _env_flag("TURBOPIPE_RELAY", True)
 
 _FD_MAX = 0x7FFFFFFF
@@ -139,14 +154,25 @@ def _size_option(name: str, value: int) -> int:
     return min(value, 1 << 62)  # beyond any real size: "no limit"
 
 
+def _vmsplice_option(value: bool | Literal["auto"]) -> bool | Literal["auto"]:
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f'vmsplice must be True, False or "auto", not {value!r}')
+        return value
+    return bool(value)
+
+
 def _options(
-    chunk: int | None, pipe_size: int | None, vmsplice: bool | None, relay: bool | None
-) -> tuple[int, int, bool, bool]:
+    chunk: int | None,
+    pipe_size: int | None,
+    vmsplice: bool | Literal["auto"] | None,
+    relay: bool | None,
+) -> tuple[int, int, bool | Literal["auto"], bool]:
     """The engine's (chunk, pipe_size, vmsplice, relay), the defaults filling in."""
-    vmsplice = _VMSPLICE if vmsplice is None else bool(vmsplice)
+    vmsplice = _VMSPLICE if vmsplice is None else _vmsplice_option(vmsplice)
     return (
         _CHUNK if chunk is None else _size_option("chunk", chunk),
-        (_VMSPLICE_PIPE_SIZE if vmsplice else _PIPE_SIZE)
+        (_VMSPLICE_PIPE_SIZE if vmsplice is True else _PIPE_SIZE)
         if pipe_size is None
         else _size_option("pipe_size", pipe_size),
         vmsplice,
@@ -163,7 +189,7 @@ def pipe(
     *,
     chunk: int | None = None,
     pipe_size: int | None = None,
-    vmsplice: bool | None = None,
+    vmsplice: bool | Literal["auto"] | None = None,
     relay: bool | None = None,
     buffer: Pipeable | None = None,
     fileno: int | None = None,
@@ -272,6 +298,29 @@ def close(file: int | None = None) -> None:
         _engine.stop()
     finally:
         _mappings.unmap_idle(_engine.busy)
+
+
+class Stats(NamedTuple):
+    """What the writer of one file has written since it started (see stats())."""
+
+    path: Literal["vmsplice", "relay", "direct"] | None
+    """How its last item went: "vmsplice" (the memory's own pages mapped into the pipe,
+    no copy), "relay" (copied into a private pipe whose pages are moved on), "direct"
+    (write()); None before the first item is written."""
+    items: int
+    """Items written whole."""
+    bytes: int
+    """Bytes written, including those of a failed item."""
+
+
+def stats(file: int) -> Stats | None:
+    """What the writer thread serving ``file``'s file has written, and how, or None if none
+    serves it: before the first pipe(), and after close() or 2 idle seconds stopped it.
+
+    ``stats(fd).path == "vmsplice"`` tells that zero-copy is on for that file.
+    """
+    found = _engine.stats(_fd_of(file))
+    return None if found is None else Stats(*found)
 
 
 atexit.register(close)

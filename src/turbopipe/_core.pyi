@@ -1,5 +1,7 @@
 """Native engine of turbopipe (src/native/module.cpp); _fallback.py is its pure-Python twin."""
 
+from typing import Literal
+
 from typing_extensions import Buffer
 
 def submit(
@@ -8,7 +10,7 @@ def submit(
     key: object,
     chunk: int,
     pipe_size: int,
-    vmsplice: bool,
+    vmsplice: bool | Literal["auto"],
     relay: bool,
     /,
 ) -> None:
@@ -29,3 +31,6 @@ def stop() -> None:
 def busy(key: object, /) -> bool:
     """Whether key has a write queued, in progress or failed unreported; if not, its export
     is released."""
+
+def stats(fd: int, /) -> tuple[str | None, int, int] | None:
+    """(path, items, bytes) of the stream writing to fd's file, or None."""

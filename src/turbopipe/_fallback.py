@@ -4,8 +4,10 @@ Same functions, same semantics, same errors (see src/native/engine.hpp for the i
 one queue and one daemon thread per stream, the items written with ``os.write`` straight
 from a memoryview of the caller's buffer, the export released by the next call that
 finishes on a caller's thread. It is used when the extension is missing or
-``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: items asked ``vmsplice`` are
-written directly, without the relay, as the native engine's are when it cannot splice.
+``TURBOPIPE_ENGINE=python``. It has no kernel zero-copy: items asked ``vmsplice=True`` are
+written directly, without the relay, as the native engine's are when it cannot splice, and
+``vmsplice="auto"`` takes the relay, as the native engine does for a reader it does not
+know.
 The relay needs ``os.splice`` (Python 3.10 on Linux); without it, items are written
 directly.
 """
@@ -104,6 +106,7 @@ class _Stream:
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: _Failure | None = None
+        self.stats: tuple[str | None, int, int] = (None, 0, 0)  # see engine.hpp's StreamStats
         self.relay = _Relay()  # opened by submit; the worker uses it if it saw it open
         self.wake = threading.Condition(_lock)
         self.thread = threading.Thread(
@@ -240,7 +243,13 @@ def _wait(ready: Callable[[], bool]) -> None:
 
 
 def submit(
-    data: Any, fd: int, key: object, chunk: int, pipe_size: int, vmsplice: bool, relay: bool
+    data: Any,
+    fd: int,
+    key: object,
+    chunk: int,
+    pipe_size: int,
+    vmsplice: bool | str,
+    relay: bool,
 ) -> None:
     global _next_order
     fd = _to_fd(fd)
@@ -261,7 +270,7 @@ def submit(
         file = target.file
         # vmsplice=True items are write()n: they never take the relay, as in the native
         # engine.
-        item = _Item(view, target, key, chunk, pipe_size, relay and not vmsplice)
+        item = _Item(view, target, key, chunk, pipe_size, relay and vmsplice is not True)
         with _lock:
             _files[fd] = file
 
@@ -328,15 +337,19 @@ def wait_key(key: object) -> None:
 # other threads submit meanwhile (else they could wait for ever).
 
 
-def wait_fd(fd: int) -> None:
-    fd = _to_fd(fd)
-    # The file fd names now: once its number is reused, not the one it named before. If
-    # it is closed (or one of ours now), the file it named at its last pipe(), if any.
-    named = None
+def _named_file(fd: int) -> tuple[int, int] | None:
+    """The file fd names now: once its number is reused, not the one it named before. None
+    if it is closed (or one of ours now): look for the file it named at its last pipe()."""
     with _held_lock, contextlib.suppress(OSError):
         if fd not in _held:
             info = os.fstat(fd)
-            named = (info.st_dev, info.st_ino)
+            return (info.st_dev, info.st_ino)
+    return None
+
+
+def wait_fd(fd: int) -> None:
+    fd = _to_fd(fd)
+    named = _named_file(fd)
 
     def stream() -> _Stream | None:
         return _stream_of_fd(fd) if named is None else _streams.get(named)
@@ -385,6 +398,14 @@ def stop() -> None:
         _conclude()
 
 
+def stats(fd: int) -> tuple[str | None, int, int] | None:
+    fd = _to_fd(fd)
+    named = _named_file(fd)
+    with _lock:
+        stream = _stream_of_fd(fd) if named is None else _streams.get(named)
+        return None if stream is None else stream.stats
+
+
 def busy(key: object) -> bool:
     # Checked before releasing: on False the export for key is released too.
     with _lock:
@@ -419,13 +440,15 @@ def _write_next(stream: _Stream) -> bool:
 
     _lock.release()
     try:
-        written, error = _write_item(item, relay)
+        written, error, path = _write_item(item, relay)
         _close(item.target.descriptor)
     finally:
         _lock.acquire()
 
     stream.writing = False
     _active_keys.discard(id(item.key))
+    _, items, total = stream.stats
+    stream.stats = (path, items + (not error), total + written)
     if not error:
         _finished.append(item)
     else:
@@ -541,12 +564,14 @@ def _wait_writable(fd: int) -> None:
     poller.poll()
 
 
-def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
-    """Write item.view to its descriptor; returns (bytes written, errno or 0)."""
+def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int, str]:
+    """Write item.view to its descriptor; returns (bytes written, errno or 0, the path it
+    took: "relay" or "direct")."""
     target, view = item.target, item.view
     fd = target.descriptor
     limit = item.chunk or 1 << 30
     written = 0
+    path = "direct"
     try:
         if target.pipe:
             capacity = _pipe_capacity(fd, item.pipe_size)
@@ -560,6 +585,8 @@ def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
                 and relay.ready(capacity)
             ):
                 written, error = relay.send(fd, view, item.chunk)
+                if error is None or error.errno not in _SPLICE_REFUSED:
+                    path = "relay"
                 if error is not None and error.errno not in _SPLICE_REFUSED:
                     raise error  # else write() the rest
         while written < view.nbytes:
@@ -571,10 +598,10 @@ def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int]:
         if error.errno == errno.EPIPE:
             while signal.SIGPIPE in signal.sigpending():  # blocked here: take it off
                 signal.sigwait({signal.SIGPIPE})
-        return written, error.errno or errno.EIO
+        return written, error.errno or errno.EIO, path
     except Exception:  # never let a worker die with its stream marked as writing
-        return written, errno.EIO
-    return written, 0
+        return written, errno.EIO, path
+    return written, 0, path
 
 
 @functools.cache
