@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from turbopipe.cli import main
+from turbopipe import benchmark
+from turbopipe.cli import build_parser, main
 
 
 def test_demo_writes_a_playable_video(
@@ -33,8 +34,46 @@ def test_benchmark_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
             "plain,native", "--gigabytes", "0.02", "--repeats", "1"]  # fmt: skip
     assert main(argv) == 0
     table = capsys.readouterr().out
-    assert re.search(r"\| 🐢 \| plain \| Null \| 1 \| \d+ fps", table)
-    assert re.search(r"\| 🌀 \| native \| Null \| 1 \| \d+ fps .*x \|", table)
+    assert re.search(r"\| 🐢 \| plain \| Null \| 1 \|  \| \d+ \|", table)
+    # Zero-copy into FFmpeg by default; pipe() times for the buffer and for a numpy array.
+    native = (
+        r"\| 🌀⚡ \| native \| Null \| 1 \| vmsplice \| \d+ \| .* "
+        r"\| [\d.]+ \| [\d.]+ \| [\d.]+x \|  \|"
+    )
+    assert re.search(native, table)
+
+
+def test_reference_names_the_reference_interpreter() -> None:
+    parser = build_parser()
+    for option in ("--reference", "--reference-python"):  # the second: its former name
+        args = parser.parse_args(["benchmark", option, "/ref/bin/python"])
+        assert args.reference_python == "/ref/bin/python"
+    assert parser.parse_args(["benchmark"]).reference_python is None
+
+
+def test_the_quick_benchmark_is_720p_and_1080p_with_1_and_4_buffers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plans: list[benchmark.Plan] = []
+
+    def run(plan: benchmark.Plan, progress: object = None) -> list[dict[str, object]]:
+        plans.append(plan)
+        return []
+
+    monkeypatch.setattr(benchmark, "run", run)
+    monkeypatch.setattr(benchmark, "find_compiler", lambda: None)
+    assert main(["benchmark"]) == 0
+    (plan,) = plans
+    assert (list(plan.resolutions), list(plan.buffers), list(plan.encoders)) == (
+        ["720p", "1080p"], [1, 4], ["null"]
+    )  # fmt: skip
+    assert (plan.gigabytes, plan.repeats, plan.reference_python) == (0.5, 3, None)
+    assert list(plan.methods) == ["plain", "thread", "twin", "direct", "relay", "native"]
+    assert "c-vmsplice skipped" in capsys.readouterr().err
+    monkeypatch.setattr(benchmark, "find_compiler", lambda: ["cc"])
+    assert main(["benchmark", "--reference", "/ref/bin/python"]) == 0
+    assert list(plans[1].methods)[-2:] == ["c-vmsplice", "reference"]
+    assert plans[1].reference_python == "/ref/bin/python"
 
 
 @pytest.mark.parametrize(
@@ -61,6 +100,8 @@ def test_unknown_choices_are_refused(capsys: pytest.CaptureFixture[str], option:
         ["benchmark", "--writer", "--gigabytes", "1"],
         ["benchmark", "--writer", "--full"],
         ["benchmark", "--writer", "--reference-python", "python3"],
+        ["benchmark", "--writer", "--reference", "python3"],
+        ["benchmark", "--methods", "vmsplice"],
         ["demo", "--width", "0"],
         ["demo", "--fps", "nan"],
         ["demo", "--seconds", "inf"],

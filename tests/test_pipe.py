@@ -766,12 +766,17 @@ def test_keyword_spellings_of_both_published_generations(make_pipe: type[Pipe]) 
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False)]
-)
-def test_flag_variables_read_as_written(text: str, expected: bool) -> None:
+    ("text", "expected"),
+    [("1", True), ("yes", True), ("On", True), ("0", False), ("false", False), ("Auto", "auto"),
+     (None, "auto")],
+)  # fmt: skip
+def test_flag_variables_read_as_written(text: str | None, expected: bool | str) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "TURBOPIPE_VMSPLICE"}
+    if text is not None:
+        env["TURBOPIPE_VMSPLICE"] = text
     result = subprocess.run(
         [sys.executable, "-c", "import turbopipe; print(turbopipe._VMSPLICE)"],
-        env={**os.environ, "TURBOPIPE_VMSPLICE": text}, capture_output=True, text=True,
+        env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert result.stdout.strip() == str(expected), result.stderr
 

@@ -1,8 +1,10 @@
 """One benchmark case, run in a fresh interpreter.
 
 - run(): pipe N frames of moderngl buffers to ``ffmpeg ... -f null -``. Standalone on
-  purpose (no imports from this package): ``--reference-python`` runs it with another
-  interpreter, where ``import turbopipe`` finds a different turbopipe.
+  purpose (no imports from this package): ``--reference PYTHON`` runs it with another
+  interpreter, where ``import turbopipe`` finds a different turbopipe. The turbopipe cases
+  also record ``stats(fd).path`` and, after the timed run, the time of pipe() for a numpy
+  array of a frame's size (NUMPY_CALLS calls, not counted in the run's numbers).
 - run_writer(): render N frames of the demo shader into an H.264 file, end to end.
 
 Usage: python _bench_case.py '{"method": ..., "width": ..., ...}'; prints one JSON line.
@@ -22,6 +24,9 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+NUMPY_CALLS = 200  # timed pipe() calls of numpy arrays, after the run
+NUMPY_ROUND = 8  # arrays piped between two syncs: the queue (16 deep) always has room
 
 ENCODERS = {
     "null": [],
@@ -94,7 +99,8 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
         options = case.get("options", {})
 
         # 2.x takes only buffer.mglo; 1.x and ours take the buffer, as documented.
-        mglo = method == "reference" and turbopipe.__version__.startswith("2.1")
+        version = _version_of(turbopipe)
+        mglo = method == "reference" and version.startswith("2.1")
 
         def send(buffer: Any) -> None:
             # The documented loop: sync(buffer), (render into it), pipe(buffer).
@@ -112,9 +118,25 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
     for frame in range(frames):
         send(buffers[frame % nbuffers])
     finish()
+    extra: dict[str, Any] = {}
+    # The numpy calls' wall, own and FFmpeg CPU time, taken out of the run's.
+    spent = (0.0, 0.0, 0.0)
+    if method not in ("plain", "thread"):
+        stats = getattr(turbopipe, "stats", None)
+        found = stats(fd) if stats is not None else None
+        extra["path"] = None if found is None else found[0]
+        extra["version"] = version
+        spent_started = (time.perf_counter(), time.process_time(), _process_cpu(ffmpeg.pid))
+        extra["numpy_call_us"] = _numpy_calls(turbopipe, fd, frame_bytes, version, options)
+        spent = (
+            time.perf_counter() - spent_started[0],
+            time.process_time() - spent_started[1],
+            _process_cpu(ffmpeg.pid) - spent_started[2],
+        )
     ffmpeg.stdin.close()
     ffmpeg.wait()
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    elapsed = time.perf_counter() - started - spent[0]
+    cpu = time.process_time() - cpu_started - spent[1]
     gigabytes = frames * frame_bytes / 1e9
     return {
         **case,
@@ -123,9 +145,55 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
         "gbps": gigabytes / elapsed,
         "cpu_per_gb": cpu / gigabytes,
         # FFmpeg is the only child; its start-up, about 0.02 s, is counted too.
-        "ffmpeg_cpu_per_gb": _children_cpu() / gigabytes,
+        "ffmpeg_cpu_per_gb": (_children_cpu() - spent[2]) / gigabytes,
         "call_us": statistics.median(call_times) / 1000 if call_times else None,
+        "numpy_call_us": None,
+        "path": None,
+        **extra,
     }
+
+
+def _numpy_calls(
+    turbopipe: Any, fd: int, frame_bytes: int, version: str, options: dict[str, Any]
+) -> float:
+    """The median µs of NUMPY_CALLS pipe() calls of numpy arrays of frame_bytes into fd
+    (with the case's options), NUMPY_ROUND distinct arrays at a time (piping an array
+    again would wait for its last write), synced after each round outside the timed calls."""
+    import numpy as np
+
+    arrays = [np.full(frame_bytes, 128 + index, dtype=np.uint8) for index in range(NUMPY_ROUND)]
+    # 1.x takes moderngl buffers and memoryviews only; 2.x and ours take the array itself.
+    items: list[Any] = [a.data for a in arrays] if version.startswith("1.") else arrays
+    times: list[int] = []
+    while len(times) < NUMPY_CALLS:
+        for item in items[: NUMPY_CALLS - len(times)]:
+            start = time.perf_counter_ns()
+            turbopipe.pipe(item, fd, **options)
+            times.append(time.perf_counter_ns() - start)
+        for item in items:
+            turbopipe.sync(item)
+    return statistics.median(times) / 1000
+
+
+def _version_of(turbopipe: Any) -> str:
+    """turbopipe.__version__, or as installed (1.x has no __version__)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return str(getattr(turbopipe, "__version__", None) or version("turbopipe"))
+    except PackageNotFoundError:
+        return ""
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds a running child has used so far, all its threads (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are the 14th and 15th fields; the split starts at the 3rd.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _run_program(

@@ -5,10 +5,18 @@ Methods, as in the original TurboPipe benchmark plus ours:
 - plain: ``ffmpeg.stdin.write(buffer.read())`` on the main thread
 - thread: ``buffer.read()`` on the main thread, written by a Python thread through a queue
 - twin: turbopipe's pure-Python engine
-- direct: turbopipe's native engine writing straight into the pipe (``relay=False``)
-- native: turbopipe's native engine (defaults: through the relay)
-- vmsplice: the native engine with kernel zero-copy (safe here: FFmpeg read()s its stdin)
-- reference: turbopipe as installed for ``--reference-python`` (e.g. PyPI's 2.1.0)
+- direct: turbopipe's native engine writing straight into the pipe
+  (``relay=False, vmsplice=False``)
+- relay: the native engine with ``vmsplice=False``, what a reader other than FFmpeg gets
+- native: the native engine with its defaults, zero-copy here (the reader is FFmpeg)
+- c-vmsplice: the bound, a C program vmsplicing the frames (needs a C compiler)
+- reference: turbopipe as installed for ``--reference PYTHON`` (e.g. PyPI's 2.1.0)
+
+The Path column tells how the engine wrote (``turbopipe.stats(fd).path``: vmsplice, relay
+or direct). Each number is the median of the repeats, with (min-max) beside it. The
+pipe() µs column times pipe() of the moderngl buffer (ours maps it inside); pipe(numpy) µs
+times 200 more calls with a numpy array of the same size, after the timed run. Gain is the
+framerate over plain's, "vs ref" over the reference's.
 
 With ``writer=True`` it measures the video writer end to end instead: the demo shader
 rendered at 60 fps into H.264 (x264 ultrafast, yuv420p), comparing the plain
@@ -23,10 +31,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,20 +48,57 @@ RESOLUTIONS = {
     "1440p": (2560, 1440),
     "2160p": (3840, 2160),
 }
-METHODS = ("plain", "thread", "twin", "direct", "native", "vmsplice", "reference")
+METHODS = ("plain", "thread", "twin", "direct", "relay", "native", "c-vmsplice", "reference")
 WRITER_METHODS = ("plain", "writer-rgb24", "writer-gpu")
 SYMBOLS = {
     "plain": "🐢",
     "thread": "🚀",
     "twin": "🐍",
     "direct": "🌀",
-    "native": "🌀",
-    "vmsplice": "🌀⚡",
+    "relay": "🌀",
+    "native": "🌀⚡",
+    "c-vmsplice": "⚙️",
     "reference": "📦",
     "writer-rgb24": "🎬",
     "writer-gpu": "🎬⚡",
 }
 _CASE_SCRIPT = Path(__file__).with_name("_bench_case.py")
+_C_SOURCE = Path(__file__).with_name("_bench_vmsplice.c")
+# The turbopipe cases, run by _bench_case with these pipe() options.
+_OPTIONS: dict[str, dict[str, bool]] = {
+    "twin": {},
+    "direct": {"relay": False, "vmsplice": False},
+    "relay": {"vmsplice": False},
+    "native": {},
+    "reference": {},
+}
+# Numbers kept with their spread over the repeats: median, plus KEY_min and KEY_max.
+SPREAD_KEYS = ("fps", "cpu_per_gb", "ffmpeg_cpu_per_gb", "call_us", "numpy_call_us")
+
+
+def find_compiler() -> list[str] | None:
+    """The C compiler's command: $CC, else cc or gcc on PATH; None if there is none."""
+    command = shlex.split(os.environ.get("CC", ""))
+    if command and shutil.which(command[0]):
+        return command
+    for name in ("cc", "gcc"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    return None
+
+
+def default_methods(
+    reference: bool, compiler: bool, warn: Callable[[str], object] | None = None
+) -> list[str]:
+    """Every method but reference, plus reference when a reference interpreter is given;
+    c-vmsplice only when a C compiler was found (else ``warn`` is told why it is left out)."""
+    methods = [m for m in METHODS if m != "reference" or reference]
+    if not compiler:
+        methods.remove("c-vmsplice")
+        if warn:
+            warn("c-vmsplice skipped: no C compiler (cc or gcc on PATH, or $CC) to build its bound")
+    return methods
 
 
 @dataclass
@@ -58,7 +106,7 @@ class Plan:
     resolutions: Sequence[str] = ("720p", "1080p")
     encoders: Sequence[str] = ("null",)
     buffers: Sequence[int] = (1, 4)
-    methods: Sequence[str] = ("plain", "thread", "twin", "direct", "native", "vmsplice")
+    methods: Sequence[str] = ("plain", "thread", "twin", "direct", "relay", "native")
     gigabytes: float = 0.5  # piped per case
     repeats: int = 3
     ffmpeg: str = "ffmpeg"
@@ -97,16 +145,17 @@ def run_case(case: dict[str, Any], reference_python: str | None) -> dict[str, An
     # numpy's BLAS threads spin for a while after use, which would count as piping CPU.
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     case = dict(case)
-    if case["method"] == "reference":
+    method = case["method"]
+    if method == "reference":
         if not reference_python:
-            raise ValueError("the reference method needs --reference-python")
+            raise ValueError("the reference method needs --reference PYTHON")
         python = reference_python
-    elif case["method"] == "twin":
+    elif method == "twin":
         env["TURBOPIPE_ENGINE"] = "python"
-    elif case["method"] == "direct":
-        case["options"] = {"relay": False}
-    elif case["method"] == "vmsplice":
-        case["options"] = {"vmsplice": True}
+    elif method == "c-vmsplice" and not case.get("program"):
+        raise ValueError("the c-vmsplice case needs its compiled program")
+    if method in _OPTIONS:
+        case["options"] = _OPTIONS[method]
     result = subprocess.run(
         [python, "-I", str(_CASE_SCRIPT), json.dumps(case)],
         capture_output=True, text=True, env=env, timeout=600,
@@ -119,15 +168,37 @@ def run_case(case: dict[str, Any], reference_python: str | None) -> dict[str, An
     return outcome
 
 
+def compile_program(folder: str) -> str:
+    """Build _bench_vmsplice.c with -O2 into folder; return the program's path."""
+    compiler = find_compiler()
+    if compiler is None:
+        raise ValueError("c-vmsplice needs a C compiler: cc or gcc on PATH, or $CC")
+    if not _C_SOURCE.exists():
+        raise ValueError(f"c-vmsplice: its source {_C_SOURCE} is missing")
+    program = os.path.join(folder, "bench_vmsplice")
+    built = subprocess.run(
+        [*compiler, "-O2", "-o", program, str(_C_SOURCE)], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"compiling {_C_SOURCE} failed:\n{built.stderr[-2000:]}")
+    return program
+
+
 def run(plan: Plan, progress: Any = None) -> list[dict[str, Any]]:
     """Run every case plan.repeats times, interleaved; return one median row per case."""
     cases = plan.expand()
-    samples: list[list[dict[str, Any]]] = [[] for _ in cases]
-    for repeat in range(plan.repeats):
-        for index, case in enumerate(cases):
-            if progress:
-                progress(f"[{repeat + 1}/{plan.repeats}] {describe(case)}")
-            samples[index].append(run_case(case, plan.reference_python))
+    with tempfile.TemporaryDirectory(prefix="turbopipe-bench-") as folder:
+        if any(case["method"] == "c-vmsplice" for case in cases):
+            program = compile_program(folder)  # once, kept for the whole run
+            for case in cases:
+                if case["method"] == "c-vmsplice":
+                    case["program"] = program
+        samples: list[list[dict[str, Any]]] = [[] for _ in cases]
+        for repeat in range(plan.repeats):
+            for index, case in enumerate(cases):
+                if progress:
+                    progress(f"[{repeat + 1}/{plan.repeats}] {describe(case)}")
+                samples[index].append(run_case(case, plan.reference_python))
     return [median_row(rows) for rows in samples]
 
 
@@ -138,19 +209,77 @@ def describe(case: dict[str, Any]) -> str:
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The repeats of one case as one row: medians, with KEY_min and KEY_max for the
+    SPREAD_KEYS, "samples" (how many repeats) and the distinct paths joined by "/"."""
     row = dict(rows[0])
+    row["samples"] = len(rows)
     for key in (
         "fps",
         "gbps",
         "cpu_per_gb",
         "ffmpeg_cpu_per_gb",
         "call_us",
+        "numpy_call_us",
         "python_ms",
         "ffmpeg_ms",
     ):
         values = [r[key] for r in rows if r.get(key) is not None]
         row[key] = statistics.median(values) if values else None
+        if key in SPREAD_KEYS:
+            row[f"{key}_min"] = min(values) if values else None
+            row[f"{key}_max"] = max(values) if values else None
+    paths = [r["path"] for r in rows if r.get("path")]
+    row["path"] = "/".join(dict.fromkeys(paths)) or None
     return row
+
+
+def spread(row: dict[str, Any], key: str, digits: int) -> str:
+    """``median (min-max)`` (an en dash between), or the median alone from one sample; ""
+    if there is none."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    text = f"{value:.{digits}f}"
+    low, high = row.get(f"{key}_min"), row.get(f"{key}_max")
+    if row.get("samples", 1) > 1 and low is not None and high is not None:
+        text += f" ({low:.{digits}f}\u2013{high:.{digits}f})"
+    return text
+
+
+def _same_case(row: dict[str, Any], other: dict[str, Any]) -> bool:
+    return all(other[k] == row[k] for k in ("resolution", "encoder", "buffers"))
+
+
+def _find(rows: list[dict[str, Any]], method: str, like: dict[str, Any]) -> dict[str, Any] | None:
+    return next((r for r in rows if r["method"] == method and _same_case(r, like)), None)
+
+
+def _ratio(row: dict[str, Any], base: dict[str, Any] | None, key: str = "fps") -> str:
+    if base is None or row is base or not row.get(key) or not base.get(key):
+        return ""
+    return f"{row[key] / base[key]:.2f}x"
+
+
+def _encoder(row: dict[str, Any]) -> str:
+    return "Null" if row["encoder"] == "null" else str(row["encoder"])
+
+
+def _comparisons(group: list[dict[str, Any]]) -> list[str]:
+    """The lines below a table: native's CPU per GB over the reference's, and native's
+    framerate over the C bound's, for each encoder and ring size that has both rows."""
+    lines = []
+    for other, key, what in (
+        ("reference", "cpu_per_gb", "CPU s/GB, native / reference"),
+        ("c-vmsplice", "fps", "framerate, native / c-vmsplice"),
+    ):
+        found = []
+        for row in (r for r in group if r["method"] == "native"):
+            ratio = _ratio(row, _find(group, other, row), key)
+            if ratio:
+                found.append(f"{ratio} ({_encoder(row)} x{row['buffers']})")
+        if found:
+            lines.append(f"{what}: {', '.join(found)}  ")
+    return lines
 
 
 def format_tables(rows: list[dict[str, Any]]) -> str:
@@ -160,23 +289,26 @@ def format_tables(rows: list[dict[str, Any]]) -> str:
     out = []
     for resolution in dict.fromkeys(r["resolution"] for r in rows):
         out.append(
-            f"| {resolution} | Method | x264 | Buffers | Framerate | Bandwidth | CPU s/GB "
-            "| FFmpeg CPU s/GB | pipe() µs | Gain |\n|:--:|:--|:--|:--:|--:|--:|--:|--:|--:|--:|"
+            f"| {resolution} | Method | x264 | Buffers | Path | Framerate (fps) | Bandwidth "
+            "| CPU s/GB | FFmpeg CPU s/GB | pipe() µs | pipe(numpy) µs | Gain | vs ref |\n"
+            "|:--:|:--|:--|:--:|:--|--:|--:|--:|--:|--:|--:|--:|--:|"
         )
-        for row in (r for r in rows if r["resolution"] == resolution):
-            base = next(
-                (b for b in rows if b["method"] == "plain" and all(
-                    b[k] == row[k] for k in ("resolution", "encoder", "buffers"))),
-                None,
-            )  # fmt: skip
-            gain = "" if base is None or row is base else f"{row['fps'] / base['fps']:.2f}x"
-            call = "" if row["call_us"] is None else f"{row['call_us']:.1f}"
-            encoder = "Null" if row["encoder"] == "null" else row["encoder"]
+        group = [r for r in rows if r["resolution"] == resolution]
+        for row in group:
+            method = row["method"]
+            if method == "reference" and row.get("version"):
+                method = f"reference {row['version']}"
             out.append(
-                f"| {SYMBOLS[row['method']]} | {row['method']} | {encoder} | {row['buffers']} "
-                f"| {row['fps']:.0f} fps | {row['gbps']:.2f} GB/s | {row['cpu_per_gb']:.3f} "
-                f"| {row['ffmpeg_cpu_per_gb']:.3f} | {call} | {gain} |"
+                f"| {SYMBOLS[row['method']]} | {method} | {_encoder(row)} | {row['buffers']} "
+                f"| {row.get('path') or ''} | {spread(row, 'fps', 0)} "
+                f"| {row['gbps']:.2f} GB/s | {spread(row, 'cpu_per_gb', 3)} "
+                f"| {spread(row, 'ffmpeg_cpu_per_gb', 3)} | {spread(row, 'call_us', 1)} "
+                f"| {spread(row, 'numpy_call_us', 1)} | {_ratio(row, _find(group, 'plain', row))} "
+                f"| {_ratio(row, _find(group, 'reference', row))} |"
             )
+        comparisons = _comparisons(group)
+        if comparisons:
+            out += ["", *comparisons]
         out.append("")
     return "\n".join(out)
 

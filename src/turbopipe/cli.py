@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_list_of(list(dict.fromkeys(benchmark.METHODS + benchmark.WRITER_METHODS))),
         default=None,
         help=f"comma list of {', '.join(benchmark.METHODS)} (default: all but reference, "
-        "plus reference when --reference-python is given); with --writer, of "
-        f"{', '.join(benchmark.WRITER_METHODS)} (default: all)",
+        "plus reference when --reference is given; c-vmsplice only with a C compiler); "
+        f"with --writer, of {', '.join(benchmark.WRITER_METHODS)} (default: all)",
     )
     bench.add_argument(
         "--gigabytes", type=_positive(float), default=None, help="data piped per case (default 0.5)"
@@ -103,12 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure VideoWriter end to end instead: 240 frames of the demo shader into x264 "
         "ultrafast, at each resolution (--encoders, --buffers, --gigabytes, --full and "
-        "--reference-python do not apply)",
+        "--reference do not apply)",
     )
     bench.add_argument(
+        "--reference",
         "--reference-python",
+        dest="reference_python",
+        metavar="PYTHON",
         default=None,
-        help="interpreter of a venv holding another turbopipe, e.g. PyPI's 2.1.0",
+        help="interpreter of a venv holding another turbopipe, e.g. PyPI's 2.1.0 "
+        "(--reference-python: the former name)",
     )
 
     demo = commands.add_parser(
@@ -151,7 +155,7 @@ def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namesp
             option
             for option, value in (("--encoders", args.encoders), ("--buffers", args.buffers),
                                   ("--gigabytes", args.gigabytes), ("--full", args.full),
-                                  ("--reference-python", args.reference_python))
+                                  ("--reference", args.reference_python))
             if value
         ]  # fmt: skip
         if given:
@@ -163,15 +167,17 @@ def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namesp
     if unknown:
         parser.error(f"unknown method {', '.join(unknown)} (choose from {', '.join(allowed)})")
     if "reference" in methods and not args.reference_python:
-        parser.error("the reference method needs --reference-python")
+        parser.error("the reference method needs --reference PYTHON")
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
     if args.writer:
         methods = args.methods or list(benchmark.WRITER_METHODS)
     else:
-        methods = args.methods or [m for m in benchmark.METHODS if m != "reference"] + (
-            ["reference"] if args.reference_python else []
+        methods = args.methods or benchmark.default_methods(
+            reference=bool(args.reference_python),
+            compiler=benchmark.find_compiler() is not None,
+            warn=lambda text: print(text, file=sys.stderr, flush=True),
         )
     plan = benchmark.Plan(
         resolutions=list(benchmark.RESOLUTIONS) if args.full else args.resolutions,
@@ -185,9 +191,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
         writer=args.writer,
     )
     print(f"turbopipe {__version__} ({ENGINE} engine), ffmpeg: {plan.ffmpeg}", flush=True)
-    rows = benchmark.run(
-        plan, progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True)
-    )
+    try:
+        rows = benchmark.run(
+            plan, progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True)
+        )
+    except RuntimeError as error:  # a case or the C bound's build failed: say so, briefly
+        print(f"turbopipe benchmark: {error}", file=sys.stderr)
+        return 1
     print(benchmark.format_tables(rows))
     return 0
 
