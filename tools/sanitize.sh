@@ -22,7 +22,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 python=${PYTHON:-python3}
-tests=(tests/test_pipe.py tests/test_errors.py tests/test_glmap.py tests/test_sequences.py)
+tests=(tests/test_pipe.py tests/test_errors.py tests/test_glmap.py tests/test_sequences.py
+       tests/test_zero_copy.py)
 
 names=()
 while [ $# -gt 0 ]; do

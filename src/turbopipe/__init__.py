@@ -204,12 +204,14 @@ def pipe(
     thread. When 16 writes are queued for it, this waits for room (without holding the GIL).
 
     ``chunk`` caps the bytes of one write() (0: no cap), ``pipe_size`` grows a pipe to
-    that many bytes (0: leave it; 1 MiB, or 512 KiB with ``vmsplice``), ``relay`` copies
-    into a private pipe and moves its pages into ``file`` so that the copy runs while the
-    reader reads (Linux pipes; safe for any reader), ``vmsplice`` maps the memory's own
-    pages into a pipe instead of copying them (Linux; only for readers that read(), like
-    FFmpeg, not ones that splice onward). Their defaults come from TURBOPIPE_CHUNK,
-    TURBOPIPE_PIPE_SIZE, TURBOPIPE_RELAY and TURBOPIPE_VMSPLICE.
+    that many bytes (0: leave it; 1 MiB, or 512 KiB with ``vmsplice=True``), ``relay``
+    copies into a private pipe and moves its pages into ``file`` so that the copy runs
+    while the reader reads (Linux pipes; safe for any reader), ``vmsplice`` maps the
+    memory's own pages into a pipe instead of copying them (Linux; only for readers that
+    read(), like FFmpeg, not ones that splice onward). ``vmsplice="auto"``, the default,
+    does so only for an anonymous pipe whose every reader runs FFmpeg or ffprobe, and
+    takes the relay elsewhere; ``stats(file)`` tells which. Their defaults come from
+    TURBOPIPE_CHUNK, TURBOPIPE_PIPE_SIZE, TURBOPIPE_RELAY and TURBOPIPE_VMSPLICE.
 
     ``buffer`` and ``fileno`` are the 1.x names of ``data`` and ``file``.
 

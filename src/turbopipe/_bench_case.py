@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-NUMPY_CALLS = 200  # timed pipe() calls of numpy arrays, after the run
+NUMPY_CALLS = 64  # timed pipe() calls of numpy arrays, after the run
 NUMPY_ROUND = 8  # arrays piped between two syncs: the queue (16 deep) always has room
 
 ENCODERS = {

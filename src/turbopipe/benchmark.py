@@ -15,7 +15,7 @@ Methods, as in the original TurboPipe benchmark plus ours:
 The Path column tells how the engine wrote (``turbopipe.stats(fd).path``: vmsplice, relay
 or direct). Each number is the median of the repeats, with (min-max) beside it. The
 pipe() µs column times pipe() of the moderngl buffer (ours maps it inside); pipe(numpy) µs
-times 200 more calls with a numpy array of the same size, after the timed run. Gain is the
+times 64 more calls with a numpy array of the same size, after the timed run. Gain is the
 framerate over plain's, "vs ref" over the reference's.
 
 With ``writer=True`` it measures the video writer end to end instead: the demo shader
