@@ -92,12 +92,15 @@ def test_a_reader_that_splices_onward_gets_the_relay(engine: str, vmsplice: bool
     """Another process moves our pages into its own pipe, and reads them only after sync()
     returned and the memory changed. Under the default it still gets what was piped. Forced
     vmsplice=True shows what it would get otherwise: the change."""
-    frame = np.full(768 * 1024, 7, np.uint8)
-    piped = frame.tobytes()
+    size = 768 * 1024
     reader = subprocess.Popen(
-        [sys.executable, str(PROGRAMS / "splice_onward.py"), str(frame.nbytes)],
+        [sys.executable, str(PROGRAMS / "splice_onward.py"), str(size)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )  # fmt: skip
+    # Made after the fork: pages shared with a child at the fork are copied on the next
+    # write, which would leave the spliced ones unchanged and hide the forced case.
+    frame = np.full(size, 7, np.uint8)
+    piped = frame.tobytes()
     assert reader.stdin is not None
     fd = reader.stdin.fileno()
     # A pipe smaller than the frame: vmsplice would splice all but its last pipe-full.

@@ -19,6 +19,11 @@ def documented_calls(ctx: moderngl.Context, fd: int) -> None:
         turbopipe.pipe(data, fd)
         turbopipe.sync(data)
     turbopipe.pipe(buffer.mglo, fd, chunk=1 << 16, pipe_size=1 << 20, relay=False)
+    turbopipe.pipe(array, fd, vmsplice="auto")
+    turbopipe.pipe(array, fd, vmsplice=False)
+    stats = turbopipe.stats(fd)
+    if stats is not None and stats.path == "vmsplice":
+        print(stats.items, stats.bytes)
     turbopipe.pipe(buffer=array, fileno=fd)  # the 1.x names
     turbopipe.sync(file=fd)
     turbopipe.done(array)
@@ -31,3 +36,4 @@ def refused_calls(fd: int) -> None:
     turbopipe.pipe("text", fd)  # type: ignore[arg-type]
     turbopipe.pipe(b"x", "1")  # type: ignore[arg-type]
     turbopipe.sync(fd, file=fd)  # type: ignore[arg-type]
+    turbopipe.pipe(b"x", fd, vmsplice="on")  # type: ignore[arg-type]

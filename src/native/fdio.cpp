@@ -62,9 +62,9 @@ void discard_pending_sigpipe() {
 // the engine's open descriptors for anyone holding it (a forked child included).
 std::mutex held_mutex;
 std::unordered_set<int> held;
-// Descriptors that writer threads open for a moment (to empty a pipe, to scan /proc): a
-// fixed table, as inserting into `held` may allocate, which writer threads never do. Also
-// guarded by held_mutex; -1 marks a free slot.
+// Descriptors the engine opens for a moment (a writer thread emptying a pipe, a scan of
+// /proc): a fixed table, as inserting into `held` may allocate, which writer threads never
+// do. Also guarded by held_mutex; -1 marks a free slot.
 std::array<int, 64> transient = [] {
     std::array<int, 64> slots;
     slots.fill(-1);
@@ -98,17 +98,21 @@ void close_held(int fd) {
     close(fd);
 }
 
-// A descriptor a writer thread holds for a moment, recorded in `transient`: the caller's
-// calls then know its number is the engine's, and a forked child closes it.
+// A descriptor the engine holds for a moment (a writer thread emptying a pipe, a scan of
+// /proc), recorded in `transient`: the caller's calls then know its number is the
+// engine's, and a forked child closes it.
 class TransientFd {
 public:
-    // open_fd() returns a descriptor, or -1 with errno set; get() is -1 if it failed, or
-    // if 64 are open at once.
+    // open_fd() returns a descriptor, or -1 with errno set; get() is -1 with errno set if
+    // it failed, or if 64 are open at once (EMFILE).
     template <class Open>
     explicit TransientFd(Open open_fd) {
         std::lock_guard<std::mutex> lock(held_mutex);
         slot_ = std::find(transient.begin(), transient.end(), -1);
-        if (slot_ == transient.end()) return;
+        if (slot_ == transient.end()) {
+            errno = EMFILE;
+            return;
+        }
         fd_ = open_fd();
         if (fd_ >= 0) *slot_ = fd_;
     }
