@@ -307,8 +307,8 @@ class Stats(NamedTuple):
 
     path: Literal["vmsplice", "relay", "direct"] | None
     """How its last item went: "vmsplice" (the memory's own pages mapped into the pipe,
-    no copy), "relay" (copied into a private pipe whose pages are moved on), "direct"
-    (write()); None before the first item is written."""
+    all but the last pipe-full, which is copied), "relay" (copied into a private pipe whose
+    pages are moved on), "direct" (write()); None before the first item is written."""
     items: int
     """Items written whole."""
     bytes: int
