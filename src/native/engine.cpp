@@ -115,7 +115,7 @@ uint64_t Engine::mark() {
 Outcome Engine::wait_fd(int fd, const FileId* file, uint64_t mark, Deadline deadline,
                         Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    auto stream = [&] { return file ? stream_of_file(*file) : stream_of_fd(fd); };
+    auto stream = [&] { return stream_of(fd, file); };
     auto done = [&] { return !stream() || stream()->done_before(mark); };
     if (!progress_.wait_until(lock, deadline, done)) return Outcome::TimedOut;
     return take_failure(stream(), failure) ? Outcome::Failed : Outcome::Done;
@@ -286,7 +286,7 @@ void Engine::check_vmsplice(Stream& stream, Item& item) {
 
 bool Engine::stats(int fd, const FileId* file, StreamStats* stats) {
     std::lock_guard<std::mutex> lock(mutex_);
-    Stream* stream = file ? stream_of_file(*file) : stream_of_fd(fd);
+    Stream* stream = stream_of(fd, file);
     if (stream) *stats = stream->stats;
     return stream != nullptr;
 }
@@ -299,6 +299,10 @@ Engine::Stream* Engine::stream_of_file(const FileId& file) {
 Engine::Stream* Engine::stream_of_fd(int fd) {
     auto file = files_.find(fd);
     return file == files_.end() ? nullptr : stream_of_file(file->second);
+}
+
+Engine::Stream* Engine::stream_of(int fd, const FileId* file) {
+    return file ? stream_of_file(*file) : stream_of_fd(fd);
 }
 
 // The failure's owners join the finished ones: released by the caller's next

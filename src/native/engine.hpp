@@ -153,6 +153,8 @@ private:
     static void check_vmsplice(Stream& stream, Item& item);
     Stream* stream_of_file(const FileId& file);
     Stream* stream_of_fd(int fd);
+    // The stream of `file` (what fd names now), or for null, of the file fd last named.
+    Stream* stream_of(int fd, const FileId* file);
     bool take_failure(Stream* stream, Failure* failure);
     // The stream with the lowest fd whose failure matches.
     template <class Match>

@@ -137,15 +137,11 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
     ffmpeg.wait()
     elapsed = time.perf_counter() - started - spent[0]
     cpu = time.process_time() - cpu_started - spent[1]
-    gigabytes = frames * frame_bytes / 1e9
     return {
         **case,
         "returncode": ffmpeg.returncode,
-        "fps": frames / elapsed,
-        "gbps": gigabytes / elapsed,
-        "cpu_per_gb": cpu / gigabytes,
         # FFmpeg is the only child; its start-up, about 0.02 s, is counted too.
-        "ffmpeg_cpu_per_gb": (_children_cpu() - spent[2]) / gigabytes,
+        **_rates(frames, frame_bytes, elapsed, cpu, _children_cpu() - spent[2]),
         "call_us": statistics.median(call_times) / 1000 if call_times else None,
         "numpy_call_us": None,
         "path": None,
@@ -209,15 +205,24 @@ def _run_program(
     ffmpeg.stdin.close()
     ffmpeg.wait()
     elapsed, cpu, program_cpu = map(float, program.stderr.split())
-    gigabytes = case["frames"] * frame_bytes / 1e9
     return {
         **case,
         "returncode": ffmpeg.returncode,
-        "fps": case["frames"] / elapsed,
+        **_rates(case["frames"], frame_bytes, elapsed, cpu, _children_cpu() - program_cpu),
+        "call_us": None,
+    }
+
+
+def _rates(
+    frames: int, frame_bytes: int, elapsed: float, cpu: float, ffmpeg_cpu: float
+) -> dict[str, float]:
+    """A run's framerate, bandwidth, and CPU seconds per GB of the writer and of FFmpeg."""
+    gigabytes = frames * frame_bytes / 1e9
+    return {
+        "fps": frames / elapsed,
         "gbps": gigabytes / elapsed,
         "cpu_per_gb": cpu / gigabytes,
-        "ffmpeg_cpu_per_gb": (_children_cpu() - program_cpu) / gigabytes,
-        "call_us": None,
+        "ffmpeg_cpu_per_gb": ffmpeg_cpu / gigabytes,
     }
 
 
