@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import mmap
@@ -574,6 +575,44 @@ def test_caller_closing_its_descriptor_does_not_cut_queued_writes() -> None:
     reader = Reader(read_fd)
     turbopipe.sync()
     assert reader.join() == md5(*payloads)
+
+
+def descriptors_of(fd: int) -> list[int]:
+    """This process's descriptors naming the same file (pipe) as fd, fd included."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    numbers = [int(name) for name in os.listdir("/proc/self/fd")]
+    return [
+        n
+        for n in numbers
+        if os.path.exists(f"/proc/self/fd/{n}") and os.readlink(f"/proc/self/fd/{n}") == target
+    ]
+
+
+def test_once_written_the_engine_holds_no_descriptor_of_the_pipe() -> None:
+    """The engine's duplicates are closed before sync() returns: the reader sees end of
+    file as soon as the caller closes its own descriptor."""
+    read_fd, write_fd = os.pipe()
+    reader = Reader(read_fd)
+    payloads = make_payloads(8, 1 * MiB)
+    for payload in payloads:
+        turbopipe.pipe(payload, write_fd)
+    turbopipe.sync()
+    assert sorted(descriptors_of(write_fd)) == sorted([write_fd, read_fd])
+    os.close(write_fd)
+    assert reader.join() == md5(*payloads)
+
+
+def test_the_read_end_of_a_pipe_being_written_is_refused() -> None:
+    read_fd, write_fd = os.pipe()
+    stalled = os.urandom(4 * MiB)  # nobody reads yet: its stream stays open
+    turbopipe.pipe(stalled, write_fd)
+    with pytest.raises(OSError) as raised:
+        turbopipe.pipe(b"to the read end", read_fd)
+    assert raised.value.errno == errno.EBADF
+    reader = Reader(read_fd)
+    turbopipe.sync(stalled)
+    os.close(write_fd)
+    assert reader.join() == md5(stalled)
 
 
 def test_a_reused_fd_number_is_a_new_file(tmp_path: Path) -> None:

@@ -46,10 +46,10 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     auto ready = [&] {
         Stream* stream = stream_of_file(item.file);
         if (stream && stream->failure) return true;
-        if (active_keys_.count(item.key)) return false;
+        if (active_keys_.contains(item.key)) return false;
         return !stream || stream->queue.size() < queue_limit_;
     };
-    if (!progress_.wait_until(lock, deadline, ready)) return Outcome::TimedOut;
+    if (!wait_for_progress(lock, deadline, ready)) return Outcome::TimedOut;
 
     auto found = streams_.find(item.file);
     std::shared_ptr<Stream> stream = found == streams_.end() ? nullptr : found->second;
@@ -60,6 +60,10 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
         streams_.erase(found);
         stream.reset();
     }
+    // The caller duplicates its fd only where the stream has no descriptor to share.
+    if (item.descriptor < 0 && !(stream && stream->descriptor >= 0 && sharing(*stream, item))) {
+        return Outcome::NeedsDescriptor;
+    }
     // Auto splices into a pipe only if its readers copy out: asked once per stream, by the
     // caller, outside the lock.
     bool decide = item.options.vmsplice == Vmsplice::Auto && item.file.pipe &&
@@ -67,7 +71,8 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     if (decide && !item.readers_copy) return Outcome::Undecided;
     try {
         node.push_back(item);
-        key_added = active_keys_.insert(item.key).second;
+        active_keys_.insert(item.key);  // absent: ready() waited for that
+        key_added = true;
         if (!stream) {
             stream = std::make_shared<Stream>();
             stream->file = item.file;
@@ -82,7 +87,15 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     }
     stream->fd = fd;
     if (decide) stream->readers_copy = item.readers_copy;
-    node.front().order = next_order_++;
+    Item& queued = node.front();
+    queued.order = next_order_++;
+    if (item.descriptor < 0) {
+        queued.descriptor = stream->descriptor;
+    } else if (stream->descriptor < 0 && sharing(*stream, item)) {
+        stream->descriptor = item.descriptor;  // else it serves this item alone
+    }
+    queued.shared = queued.descriptor == stream->descriptor;
+    stream->descriptor_users += queued.shared;
     // The worker uses the relay only if it saw it open, under this lock. Failing to open
     // leaves the items to write().
     if (item.options.relay && item.options.vmsplice != Vmsplice::On && item.file.pipe &&
@@ -98,9 +111,17 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     return Outcome::Done;
 }
 
+template <class Predicate>
+bool Engine::wait_for_progress(std::unique_lock<std::mutex>& lock, Deadline deadline,
+                               Predicate ready) {
+    // glibc makes a futex call even for a deadline past: a check needs none.
+    if (deadline == kCheckOnly) return ready();
+    return progress_.wait_until(lock, deadline, ready);
+}
+
 Outcome Engine::wait_key(uintptr_t key, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!progress_.wait_until(lock, deadline, [&] { return !active_keys_.count(key); })) {
+    if (!wait_for_progress(lock, deadline, [&] { return !active_keys_.contains(key); })) {
         return Outcome::TimedOut;
     }
     Stream* stream = failed_stream([&](const Failure& f) { return holds(f, key); });
@@ -117,7 +138,7 @@ Outcome Engine::wait_fd(int fd, const FileId* file, uint64_t mark, Deadline dead
     std::unique_lock<std::mutex> lock(mutex_);
     auto stream = [&] { return stream_of(fd, file); };
     auto done = [&] { return !stream() || stream()->done_before(mark); };
-    if (!progress_.wait_until(lock, deadline, done)) return Outcome::TimedOut;
+    if (!wait_for_progress(lock, deadline, done)) return Outcome::TimedOut;
     return take_failure(stream(), failure) ? Outcome::Failed : Outcome::Done;
 }
 
@@ -129,7 +150,7 @@ Outcome Engine::wait_all(uint64_t mark, Deadline deadline, Failure* failure) {
         }
         return true;
     };
-    if (!progress_.wait_until(lock, deadline, done)) return Outcome::TimedOut;
+    if (!wait_for_progress(lock, deadline, done)) return Outcome::TimedOut;
     Stream* stream = failed_stream([](const Failure&) { return true; });
     return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
@@ -200,7 +221,7 @@ std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
 
 bool Engine::busy(uintptr_t key) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (active_keys_.count(key)) return true;
+    if (active_keys_.contains(key)) return true;
     return failed_stream([&](const Failure& f) { return holds(f, key); }) != nullptr;
 }
 
@@ -244,8 +265,15 @@ void Engine::run(Stream* stream) {
         WritePath path;
         int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
                                relay, &stream->tails, &written, &path);
-        release_descriptor(item.descriptor);
+        if (!item.shared) release_descriptor(item.descriptor);
         lock.lock();
+        // Closed before the item counts as done: once a wait for it returns, the engine
+        // holds no descriptor of a file it has nothing queued for.
+        if (int last = item.shared ? let_go(*stream, item) : -1; last >= 0) {
+            lock.unlock();
+            release_descriptor(last);
+            lock.lock();
+        }
 
         stream->writing = false;
         active_keys_.erase(item.key);
@@ -259,11 +287,14 @@ void Engine::run(Stream* stream) {
                 Failure{item.fd, error, written, item.size, stream->queue.size(), {}});
             for (const Item& lost : stream->queue) {
                 active_keys_.erase(lost.key);
-                stream->closing.push_back(lost.descriptor);  // reserved: no allocation
+                int descriptor = let_go(*stream, lost);
+                if (descriptor >= 0) stream->closing.push_back(descriptor);  // reserved
             }
             failure.items.splice(failure.items.end(), current);
             failure.items.splice(failure.items.end(), stream->queue);
             failures_++;
+        }
+        if (!stream->closing.empty()) {
             // Closing can block (a file on NFS): not under the lock.
             lock.unlock();
             for (int descriptor : stream->closing) release_descriptor(descriptor);
@@ -272,6 +303,20 @@ void Engine::run(Stream* stream) {
         }
         progress_.notify_all();
     }
+}
+
+bool Engine::sharing(const Stream& stream, const Item& item) {
+    // Any write end of one pipe writes alike, but for O_DIRECT's packets; a file's
+    // descriptors may differ in offset, so each item of a file keeps its own.
+    return item.file.pipe && item.file.packet == stream.file.packet;
+}
+
+int Engine::let_go(Stream& stream, const Item& item) {
+    if (!item.shared) return item.descriptor;
+    if (--stream.descriptor_users) return -1;
+    int descriptor = stream.descriptor;
+    stream.descriptor = -1;
+    return descriptor;
 }
 
 void Engine::check_vmsplice(Stream& stream, Item& item) {

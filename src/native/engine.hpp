@@ -14,6 +14,10 @@
 //   freed and its address reused by another key.
 // - A failed write drops the items queued behind it on that stream and leaves one Failure
 //   there, reported by the next submit/wait touching that stream.
+// - An item is written through a duplicate of the caller's fd: its own, or for a pipe the
+//   one its stream shares among the items queued while it is open. A duplicate is closed
+//   before its last item counts as done, so once a wait returns the engine holds none for
+//   a file with nothing queued: the reader sees end of file when the caller closes its fd.
 // - A worker idle for kIdleExit exits on its own, closing its relay; the next call that
 //   finds it exited joins it, and a later item for its file starts a new one. A stream
 //   with a failure to report stays, without a worker, until the failure is reported.
@@ -23,6 +27,7 @@
 //   and the others put off their cleanup. No call throws.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -34,7 +39,6 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "fdio.hpp"
@@ -42,11 +46,15 @@
 namespace turbopipe {
 
 using Deadline = std::chrono::steady_clock::time_point;
+// The deadline of a wait that only checks, and returns TimedOut where it would wait.
+constexpr Deadline kCheckOnly{};
 
 struct Item {
     const uint8_t* data;
     size_t size;
-    int descriptor;  // from capture_descriptor; the engine closes it
+    // From capture_descriptor, the engine closes it; or -1: the engine takes its stream's
+    // (submit() says NeedsDescriptor where there is none to take).
+    int descriptor;
     int fd;          // the caller's number for it, for messages
     FileId file;     // what the fd named at submission
     uintptr_t key;   // identity that wait_key() waits on
@@ -55,6 +63,7 @@ struct Item {
     // For Vmsplice::Auto: readers_copy_out() of the pipe, asked when submit() says Undecided.
     std::optional<bool> readers_copy;
     uint64_t order = 0;  // set by submit: the items before it have lower ones
+    bool shared = false;  // set by submit: descriptor is its stream's
 };
 
 struct Failure {
@@ -69,14 +78,35 @@ struct Failure {
     void describe(char* text, size_t capacity) const;
 };
 
-// Undecided: submit() needs item.readers_copy first (for a stream it would start).
-enum class Outcome { Done, Failed, TimedOut, Undecided };
+// What submit() needs before it can queue an item: NeedsDescriptor, the item's own
+// descriptor (its stream has none to share); Undecided, item.readers_copy (for a stream it
+// would start).
+enum class Outcome { Done, Failed, TimedOut, NeedsDescriptor, Undecided };
 
 // What a stream has written since it started.
 struct StreamStats {
     WritePath path = WritePath::None;  // how its last item went
     uint64_t items = 0;                // written whole
     uint64_t bytes = 0;                // including those of a failed item
+};
+
+// Keys of items queued or being written, at most one item each: a few dozen at most, so
+// searched in a line (no hashing, no node per key), and erasing never allocates.
+class KeySet {
+public:
+    bool contains(uintptr_t key) const {
+        return std::find(keys_.begin(), keys_.end(), key) != keys_.end();
+    }
+    void insert(uintptr_t key) { keys_.push_back(key); }  // may throw std::bad_alloc
+    void erase(uintptr_t key) {
+        auto found = std::find(keys_.begin(), keys_.end(), key);
+        if (found == keys_.end()) return;
+        *found = keys_.back();
+        keys_.pop_back();
+    }
+
+private:
+    std::vector<uintptr_t> keys_;
 };
 
 class Engine {
@@ -123,6 +153,10 @@ private:
         int fd;  // the last fd number its items came through, for messages
         FileId file;
         std::list<Item> queue;
+        // The duplicate its pipe's items share (none to make per item), and how many
+        // queued or written items hold it; -1 when none does.
+        int descriptor = -1;
+        size_t descriptor_users = 0;
         bool writing = false;
         uint64_t writing_order = 0;  // the order of the item being written
         bool stopping = false;
@@ -148,7 +182,16 @@ private:
         }
     };
 
+    // progress_.wait_until(lock, deadline, ready).
+    template <class Predicate>
+    bool wait_for_progress(std::unique_lock<std::mutex>& lock, Deadline deadline,
+                           Predicate ready);
     void run(Stream* stream);
+    // Whether item may share its stream's descriptor.
+    static bool sharing(const Stream& stream, const Item& item);
+    // Gives up `item`'s hold on its descriptor: the descriptor to close now (after
+    // unlocking), or -1 while other items share it.
+    static int let_go(Stream& stream, const Item& item);
     // Turns Vmsplice::On to Off where it cannot serve (the worker's, not under the lock).
     static void check_vmsplice(Stream& stream, Item& item);
     Stream* stream_of_file(const FileId& file);
@@ -170,7 +213,7 @@ private:
     // Shared: submit() wakes a worker after unlocking, holding on to its stream meanwhile.
     std::map<FileId, std::shared_ptr<Stream>> streams_;
     std::unordered_map<int, FileId> files_;      // fd number -> the file it last named
-    std::unordered_set<uintptr_t> active_keys_;  // keys of items queued or being written
+    KeySet active_keys_;
     size_t failures_ = 0;                        // streams holding a failure
     // Streams whose worker returned and is not joined yet; written under mutex_.
     std::atomic<size_t> exited_{0};

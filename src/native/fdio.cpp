@@ -57,7 +57,7 @@ void discard_pending_sigpipe() {
 
 // Every descriptor the engine holds open (duplicates, relay ends), for a forked child to
 // close its copies of (a child that outlives the parent's writes would otherwise keep
-// their reader from ever seeing end of file), and for identify_descriptor to tell the
+// their reader from ever seeing end of file), and for ours() to tell the
 // caller's numbers from ours. Opened and closed under held_mutex: the set is then exactly
 // the engine's open descriptors for anyone holding it (a forked child included).
 std::mutex held_mutex;
@@ -135,6 +135,21 @@ int file_of(int fd, FileId* file) {
     struct stat info;
     if (fstat(fd, &info) < 0) return errno;
     *file = FileId{uint64_t(info.st_dev), uint64_t(info.st_ino), S_ISFIFO(info.st_mode)};
+    return 0;
+}
+
+// A number the caller closed may be one of ours now: for the caller, it is closed.
+bool ours(int fd) { return held.count(fd) || std::count(transient.begin(), transient.end(), fd); }
+
+// The file a descriptor writes to; EBADF if it is read-only.
+int writable_file_of(int fd, FileId* file) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return errno;
+    if ((flags & O_ACCMODE) == O_RDONLY) return EBADF;
+    if (int error = file_of(fd, file)) return error;
+#ifdef O_DIRECT
+    file->packet = (flags & O_DIRECT) != 0;
+#endif
     return 0;
 }
 
@@ -520,26 +535,23 @@ bool readers_copy_out(int fd) {
 
 int identify_descriptor(int fd, FileId* file) {
     std::lock_guard<std::mutex> lock(held_mutex);
-    // A number the caller closed may be one of ours now: for the caller, it is closed.
-    bool ours = held.count(fd) || std::count(transient.begin(), transient.end(), fd);
-    return ours ? EBADF : file_of(fd, file);
+    return ours(fd) ? EBADF : file_of(fd, file);
+}
+
+int check_descriptor(int fd, FileId* file) {
+    std::lock_guard<std::mutex> lock(held_mutex);
+    return ours(fd) ? EBADF : writable_file_of(fd, file);
 }
 
 int capture_descriptor(int fd, int* duplicate, FileId* file) {
     // Duplicated first, then asked: what is checked is what will be written to.
     int copy = open_held([&] { return fcntl(fd, F_DUPFD_CLOEXEC, 0); });
     if (copy < 0) return errno;
-    int flags = fcntl(copy, F_GETFL);
-    int error = flags < 0 ? errno : file_of(copy, file);
-    if (!error && (flags & O_ACCMODE) == O_RDONLY) error = EBADF;
-    if (error) {
+    if (int error = writable_file_of(copy, file)) {
         close_held(copy);
         return error;
     }
     *duplicate = copy;
-#ifdef O_DIRECT
-    file->packet = (flags & O_DIRECT) != 0;
-#endif
     return 0;
 }
 

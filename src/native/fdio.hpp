@@ -113,6 +113,10 @@ int capture_descriptor(int fd, int* duplicate, FileId* file);
 // flag); EBADF if it is closed, or if its number is one of the engine's own descriptors.
 int identify_descriptor(int fd, FileId* file);
 
+// What capture_descriptor tells and checks, without duplicating: EBADF for a closed or
+// read-only descriptor, or one of the engine's own.
+int check_descriptor(int fd, FileId* file);
+
 // Whether the engine could open a read end of the pipe fd writes to, and so empty it of
 // spliced pages when its reader dies: the condition for vmsplice (no /proc, or a FIFO the
 // process may write but not read, and it copies instead).

@@ -73,7 +73,7 @@ PyObject* raise_os_error(int error, const char* detail) {
 // signal handler raised, with that exception set.
 template <class Wait>
 Outcome wait_interruptibly(Wait wait, Failure* failure) {
-    Outcome outcome = wait(Deadline{}, failure);  // a deadline long past: check only
+    Outcome outcome = wait(turbopipe::kCheckOnly, failure);
     while (outcome == Outcome::TimedOut) {
         if (PyErr_CheckSignals() < 0) return outcome;
         Py_BEGIN_ALLOW_THREADS
@@ -96,10 +96,12 @@ PyObject* conclude(Outcome outcome, const Failure& failure) {
 }
 
 bool to_fd(PyObject* object, int* fd) {
-    long value = PyLong_AsLong(object);
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(object, &overflow);
     if (value == -1 && PyErr_Occurred()) return false;
-    if (value < 0 || value > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "fd must be a non-negative int, not %ld", value);
+    if (overflow || value < 0 || value > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "file must be a file descriptor (a non-negative int), not %S", object);
         return false;
     }
     *fd = int(value);
@@ -160,20 +162,18 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
               owner,
               options,
               std::nullopt};
-    if (int error = turbopipe::capture_descriptor(fd, &item.descriptor, &item.file)) {
-        release(owner);
-        char detail[64];
-        std::snprintf(detail, sizeof detail, error == EBADF ? "fd %d is not open for writing"
-                                                            : "fd %d: cannot hold on to it", fd);
-        return raise_os_error(error, detail);
-    }
-
+    int error = turbopipe::check_descriptor(fd, &item.file);
     Failure failure;
     auto submit_item = [&](Deadline deadline, Failure* out) {
         return engine->submit(fd, item, deadline, out);
     };
-    Outcome outcome = wait_interruptibly(submit_item, &failure);
-    if (outcome == Outcome::Undecided) {  // a new stream: who reads the pipe?
+    Outcome outcome = error ? Outcome::Failed : wait_interruptibly(submit_item, &failure);
+    // What the engine asks for first: a descriptor of its own, then who reads the pipe.
+    if (outcome == Outcome::NeedsDescriptor) {
+        error = turbopipe::capture_descriptor(fd, &item.descriptor, &item.file);
+        outcome = error ? Outcome::Failed : wait_interruptibly(submit_item, &failure);
+    }
+    if (outcome == Outcome::Undecided) {
         bool readers_copy;
         Py_BEGIN_ALLOW_THREADS
         readers_copy = turbopipe::readers_copy_out(item.descriptor);
@@ -182,8 +182,14 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         outcome = wait_interruptibly(submit_item, &failure);
     }
     if (outcome != Outcome::Done) {
-        turbopipe::release_descriptor(item.descriptor);
+        if (item.descriptor >= 0) turbopipe::release_descriptor(item.descriptor);
         release(owner);
+    }
+    if (error) {
+        char detail[64];
+        std::snprintf(detail, sizeof detail, error == EBADF ? "fd %d is not open for writing"
+                                                            : "fd %d: cannot hold on to it", fd);
+        return raise_os_error(error, detail);
     }
     return conclude(outcome, failure);
 }

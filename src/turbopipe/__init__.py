@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
 
-from ._glmap import Mappings, gl_buffer
+from ._glmap import PLAIN_TYPES, Mappings, gl_buffer
 
 if TYPE_CHECKING:
     import moderngl
@@ -220,13 +220,24 @@ def pipe(
     moderngl buffer mapped elsewhere), and the OSError of an earlier failed write to
     ``file`` (BrokenPipeError when the reader is gone).
     """
+    if (
+        type(file) is int
+        and type(data) in PLAIN_TYPES
+        and chunk is None
+        and pipe_size is None
+        and vmsplice is None
+        and relay is None
+    ):  # a frame as the render loop pipes it: the engine checks the rest
+        key = data if type(data) is not memoryview else _viewed(data)
+        _engine.submit(data, file, key, *_DEFAULT_OPTIONS)
+        return
     if data is None:
         data = buffer
     if file is None:
         file = fileno
     if data is None or file is None:
         raise TypeError("pipe() needs the data and the file descriptor to write it to")
-    fd = file if type(file) is int and 0 <= file <= _FD_MAX else _fd_of(file)
+    fd = _fd_of(file)
     if chunk is None and pipe_size is None and vmsplice is None and relay is None:
         options = _DEFAULT_OPTIONS
     else:

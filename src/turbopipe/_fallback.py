@@ -150,7 +150,7 @@ def _to_fd(fd: Any) -> int:
     if not isinstance(fd, int):
         raise TypeError(f"fd must be an int, not {type(fd).__name__}")
     if fd < 0 or fd > _INT_MAX:
-        raise ValueError(f"fd must be a non-negative int, not {fd}")
+        raise ValueError(f"file must be a file descriptor (a non-negative int), not {fd}")
     return fd
 
 

@@ -25,31 +25,23 @@ _GL_ARRAY_BUFFER = 0x8892
 _GL_ARRAY_BUFFER_BINDING = 0x8894
 
 
-# type -> 0: not moderngl's, 1: moderngl.Buffer (or a subclass), 2: its .mglo. Filled on
-# first sight of each type: pipe() asks for every frame.
-_KINDS: dict[type, int] = {}
-_WRAPPER, _MGLO = 1, 2
-
-
-def _kind(kind: type) -> int:
-    moderngl = sys.modules.get("moderngl")
-    if moderngl is None:  # not imported yet: so not a moderngl type, but do not remember
-        return 0
-    if issubclass(kind, moderngl.Buffer):
-        _KINDS[kind] = _WRAPPER
-    else:
-        _KINDS[kind] = _MGLO if kind.__module__ == "mgl" and kind.__name__ == "Buffer" else 0
-    return _KINDS[kind]
+# Types seen that are neither a moderngl.Buffer nor its .mglo: pipe() asks for every frame.
+# A type that exists before moderngl is imported cannot derive from its Buffer.
+PLAIN_TYPES: set[type] = set()
 
 
 def gl_buffer(data: object) -> tuple[object, object | None] | None:
     """(mglo, wrapper) when data is a moderngl.Buffer or its .mglo, else None."""
-    kind = _KINDS.get(type(data))
-    if kind is None:
-        kind = _kind(type(data))
-    if kind == _WRAPPER:
+    kind = type(data)
+    if kind in PLAIN_TYPES:
+        return None
+    moderngl = sys.modules.get("moderngl")
+    if moderngl is not None and issubclass(kind, moderngl.Buffer):
         return data.mglo, data  # type: ignore[attr-defined]
-    return (data, None) if kind == _MGLO else None
+    if kind.__module__ == "mgl" and kind.__name__ == "Buffer":
+        return data, None
+    PLAIN_TYPES.add(kind)
+    return None
 
 
 class _BufferBinding:
