@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 import turbopipe
+import turbopipe._api
 from turbopipe import _core, _fallback
 
 ENGINES: dict[str, ModuleType] = {"native": _core, "python": _fallback}
@@ -24,7 +25,7 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
     Teardown closes the engine: a test that leaves a failure unreported fails here.
     """
-    monkeypatch.setattr(turbopipe, "_engine", ENGINES[request.param])
+    monkeypatch.setattr(turbopipe._api, "_engine", ENGINES[request.param])
     yield request.param
     turbopipe.close()
 
@@ -113,14 +114,11 @@ def ffmpeg_exe() -> str:
 def run_with_engine(
     script: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run script in a fresh interpreter, on the engine under test, as ``turbopipe``, with
+    """Run script in a fresh interpreter, on the engine under test (TURBOPIPE_ENGINE), with
     `env` added to the environment."""
-    module = "_core" if turbopipe._engine is _core else "_fallback"
-    prologue = (
-        "import sys, turbopipe\n"
-        f"turbopipe._engine = __import__('turbopipe.{module}', fromlist=['_'])\n"
-    )
+    engine = "native" if turbopipe._api._engine is _core else "python"
     return subprocess.run(
-        [sys.executable, "-c", prologue + textwrap.dedent(script)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        [sys.executable, "-c", "import sys, turbopipe\n" + textwrap.dedent(script)],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "TURBOPIPE_ENGINE": engine, **(env or {})},
     )  # fmt: skip

@@ -149,7 +149,7 @@ def test_finished_buffers_are_unmapped_by_later_calls(gl_context: moderngl.Conte
     first, second = (gl_context.buffer(os.urandom(1 << 20)) for _ in range(2))
     turbopipe.pipe(first, write_fd)
     deadline = time.monotonic() + 30
-    while turbopipe._engine.busy(first.mglo):  # until its write is done (this unmaps nothing)
+    while turbopipe._api._engine.busy(first.mglo):  # until its write is done (this unmaps nothing)
         assert time.monotonic() < deadline
         time.sleep(0.01)
     turbopipe.pipe(second, write_fd)
@@ -243,9 +243,9 @@ def test_a_forked_child_leaves_the_parents_mappings_alone(tmp_path: Path) -> Non
         time.sleep(0.2)
         turbopipe.pipe(b"audio", fd)  # the engine lets go of the written buffer's export
         # What the child inherits, to which it adds an object that tells when it is freed.
-        inherited = [turbopipe._mappings._live]
-        if turbopipe._engine.__name__.endswith("_fallback"):
-            inherited.append(turbopipe._engine._streams)
+        inherited = [turbopipe._api._mappings._live]
+        if turbopipe._api._engine.__name__.endswith("_fallback"):
+            inherited.append(turbopipe._api._engine._streams)
 
         class Freed:
             def __del__(self, write=os.write):

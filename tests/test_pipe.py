@@ -814,7 +814,7 @@ def test_flag_variables_read_as_written(text: str | None, expected: bool | str) 
     if text is not None:
         env["TURBOPIPE_VMSPLICE"] = text
     result = subprocess.run(
-        [sys.executable, "-c", "import turbopipe; print(turbopipe._VMSPLICE)"],
+        [sys.executable, "-c", "import turbopipe._api; print(turbopipe._api._VMSPLICE)"],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert result.stdout.strip() == str(expected), result.stderr
@@ -829,7 +829,7 @@ def test_flag_variables_read_as_written(text: str | None, expected: bool | str) 
 )
 def test_the_chunk_variable_of_2x_is_read_too(env: dict[str, str], expected: int) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import turbopipe; print(turbopipe._DEFAULT_OPTIONS[0])"],
+        [sys.executable, "-c", "import turbopipe._api; print(turbopipe._api._DEFAULT_OPTIONS[0])"],
         env={**os.environ, **env}, capture_output=True, text=True,
     )  # fmt: skip
     assert result.stdout.strip() == str(expected), result.stderr

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import ENGINE, __version__, benchmark
+from . import __version__, benchmark
+from ._api import ENGINE
 from .ffmpeg import FFmpegError, find_ffmpeg
 
 

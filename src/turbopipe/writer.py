@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from . import pipe, sync
+from ._api import pipe, sync
 from .ffmpeg import FFmpegError, FFmpegProcess, find_ffmpeg
 
 # The frames go with vmsplice, which copies the last pipe-full of each: see pipe().
