@@ -14,14 +14,14 @@ import pytest
 
 import turbopipe
 import turbopipe._api
-from turbopipe import _core, _fallback
+from turbopipe import _core, _python
 
-ENGINES: dict[str, ModuleType] = {"native": _core, "python": _fallback}
+ENGINES: dict[str, ModuleType] = {"native": _core, "python": _python}
 
 
 @pytest.fixture(autouse=True, params=sorted(ENGINES))
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run every test against the native engine and its pure-Python twin.
+    """Run every test against the native engine and the Python engine.
 
     Teardown closes the engine: a test that leaves a failure unreported fails here.
     """

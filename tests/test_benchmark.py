@@ -39,7 +39,7 @@ def test_a_writer_plan_runs_its_methods_at_each_resolution() -> None:
 
 def test_the_methods_and_the_default_choice() -> None:
     assert METHODS == (
-        "plain", "thread", "twin", "direct", "relay", "native", "c-vmsplice", "reference"
+        "plain", "thread", "python", "direct", "relay", "native", "c-vmsplice", "reference"
     )  # fmt: skip
     assert set(METHODS + WRITER_METHODS) <= set(benchmark.SYMBOLS)
     everything = list(METHODS)

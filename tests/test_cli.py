@@ -68,7 +68,7 @@ def test_the_quick_benchmark_is_720p_and_1080p_with_1_and_4_buffers(
         ["720p", "1080p"], [1, 4], ["null"]
     )  # fmt: skip
     assert (plan.gigabytes, plan.repeats, plan.reference_python) == (0.5, 3, None)
-    assert list(plan.methods) == ["plain", "thread", "twin", "direct", "relay", "native"]
+    assert list(plan.methods) == ["plain", "thread", "python", "direct", "relay", "native"]
     assert "c-vmsplice skipped" in capsys.readouterr().err
     monkeypatch.setattr(benchmark, "find_compiler", lambda: ["cc"])
     assert main(["benchmark", "--reference", "/ref/bin/python"]) == 0

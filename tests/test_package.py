@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,10 +61,11 @@ def test_an_engine_variable_of_another_kind_raises() -> None:
 
 def test_the_native_engine_asked_for_but_missing_raises(tmp_path: Path) -> None:
     """A copy of the package without its extension: native raises, auto takes python."""
-    package = tmp_path / "turbopipe"
-    package.mkdir()
-    for source in Path(turbopipe.__file__).parent.glob("*.py"):
-        (package / source.name).write_bytes(source.read_bytes())
+    shutil.copytree(
+        Path(turbopipe.__file__).parent,
+        tmp_path / "turbopipe",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+    )
     code = "import turbopipe; print(turbopipe.ENGINE)"
     native = python(code, TURBOPIPE_ENGINE="native", PYTHONPATH=str(tmp_path))
     assert native.returncode != 0
@@ -72,3 +74,10 @@ def test_the_native_engine_asked_for_but_missing_raises(tmp_path: Path) -> None:
     assert auto.returncode == 0, auto.stderr
     assert auto.stdout.strip() == "python"
     assert auto.stderr == ""  # missing is no surprise: no warning
+
+
+@pytest.mark.parametrize("name", ["QUEUE_LIMIT", "IDLE_EXIT", "RELAY_MINIMUM", "SPLICE_REFUSED"])
+def test_both_engines_share_their_constants(name: str) -> None:
+    from turbopipe import _core, _python
+
+    assert getattr(_core, name) == getattr(_python, name)

@@ -38,7 +38,7 @@ def finish(process: subprocess.Popen[bytes]) -> str:
 
 
 def expected_path(engine: str) -> str:
-    # The twin has no kernel zero-copy: it takes the relay, and says so.
+    # The Python engine has no kernel zero-copy: it takes the relay, and says so.
     return "vmsplice" if engine == "native" else "relay"
 
 

@@ -1,7 +1,6 @@
 #include "engine.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <iterator>
 #include <new>
 #include <system_error>
@@ -9,22 +8,11 @@
 namespace turbopipe {
 
 namespace {
-// How long a worker waits for work before it exits on its own.
-constexpr auto kIdleExit = std::chrono::seconds(2);
-
 bool holds(const Failure& failure, uintptr_t key) {
     return std::any_of(failure.items.begin(), failure.items.end(),
                        [&](const Item& item) { return item.key == key; });
 }
 }  // namespace
-
-void Failure::describe(char* text, size_t capacity) const {
-    int length = std::snprintf(text, capacity, "fd %d: wrote %zu of %zu bytes", fd, written, size);
-    if (dropped && length >= 0 && size_t(length) < capacity) {
-        std::snprintf(text + length, capacity - size_t(length), ", %zu queued items dropped",
-                      dropped);
-    }
-}
 
 Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -222,6 +210,8 @@ std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
 bool Engine::busy(uintptr_t key) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (active_keys_.contains(key)) return true;
+    auto is_key = [&](const Item& item) { return item.key == key; };
+    if (std::any_of(finished_.begin(), finished_.end(), is_key)) return true;
     return failed_stream([&](const Failure& f) { return holds(f, key); }) != nullptr;
 }
 

@@ -45,6 +45,11 @@
 
 namespace turbopipe {
 
+// Items a stream queues before submit() waits for room.
+constexpr size_t kQueueLimit = 16;
+// How long a worker waits for work before it exits on its own.
+constexpr auto kIdleExit = std::chrono::seconds(2);
+
 using Deadline = std::chrono::steady_clock::time_point;
 // The deadline of a wait that only checks, and returns TimedOut where it would wait.
 constexpr Deadline kCheckOnly{};
@@ -73,9 +78,6 @@ struct Failure {
     size_t size = 0;        // size of the failing item
     size_t dropped = 0;     // queued items behind it that were never written
     std::list<Item> items;  // the failing and the dropped items, finished when reported
-
-    // "fd 5: wrote 1024 of 6220800 bytes, 3 queued items dropped", cut to fit `capacity`.
-    void describe(char* text, size_t capacity) const;
 };
 
 // What submit() needs before it can queue an item: NeedsDescriptor, the item's own
@@ -141,7 +143,8 @@ public:
     // named at its last submit); false if no stream serves it.
     bool stats(int fd, const FileId* file, StreamStats* stats);
 
-    // Whether key has an item queued, being written, or in an unreported failure.
+    // Whether the engine holds key's owner: an item queued, being written, finished but
+    // not taken yet (take_finished), or in an unreported failure.
     bool busy(uintptr_t key);
 
     // Items that are done (written, or dropped and reported), for the caller to release

@@ -154,12 +154,11 @@ int writable_file_of(int fd, FileId* file) {
 }
 
 // The destination or the system refused splicing: write() does the rest.
-bool splice_refused(int error) { return error == EINVAL || error == ENOSYS || error == EPERM; }
+bool splice_refused(int error) {
+    return std::count(std::begin(kSpliceRefused), std::end(kSpliceRefused), error) > 0;
+}
 
 #ifdef __linux__
-// Smaller items go through write(): the relay gains nothing there, and each fill takes
-// whole pipe pages, where successive write()s share a page.
-constexpr size_t kRelayMinimum = 64 * 1024;
 
 // The pipe's size in bytes (0 if unknown), after growing it towards `wanted` if it is
 // smaller. Asked once per item: asking takes the pipe's lock, which the reader holds

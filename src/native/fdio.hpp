@@ -2,10 +2,17 @@
 // The I/O functions return 0 or an errno value; none of them throws.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 
 namespace turbopipe {
+
+// Smaller items go through write(): the relay gains nothing there, and each fill takes
+// whole pipe pages, where successive write()s share a page.
+constexpr size_t kRelayMinimum = 64 * 1024;
+// The errors of a destination or system that refuses splicing: write() does the rest.
+constexpr int kSpliceRefused[] = {EINVAL, ENOSYS, EPERM};
 
 // Which file a descriptor names: two descriptors with the same FileId write to one file.
 struct FileId {

@@ -1,6 +1,6 @@
 """The public API's implementation: pipe, sync, done, close, stats, on one engine.
 
-The engine is the native extension (``_core``) or its pure-Python twin, chosen once at
+The engine is the native extension (``_core``) or the Python engine (``_python``), chosen once at
 import (TURBOPIPE_ENGINE). This module turns the public calls into engine calls: it checks
 arguments, fills in the defaults (read once from the environment), maps moderngl buffers
 for the engine to write from, and unmaps them once their writes are done.
@@ -52,9 +52,9 @@ def _load_engine() -> ModuleType:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-    from . import _fallback
+    from . import _python
 
-    return _fallback
+    return _python
 
 
 def _env_size(name: str, default: int) -> int:
@@ -97,7 +97,7 @@ def _env_vmsplice() -> bool | Literal["auto"]:
 
 _engine = _load_engine()
 ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
-"""Which engine serves the calls: "native" (the C++ extension) or "python" (its twin)."""
+"""Which engine serves the calls: "native" (the C++ extension) or "python" (the Python engine)."""
 
 # Measured into FFmpeg on 2 cores: a 1 MiB pipe doubles throughput over the default 64 KiB;
 # 64 KiB or 256 KiB chunks cost 1.4x to 2.3x the CPU of one write() per item, for +15%

@@ -1,8 +1,18 @@
-"""Native engine of turbopipe (src/native/module.cpp); _fallback.py is its pure-Python twin."""
+"""The native engine of turbopipe, bound by src/native/binding.cpp; turbopipe/_python.py
+is the Python engine, with the same calls."""
 
 from typing import Literal
 
 from typing_extensions import Buffer
+
+QUEUE_LIMIT: int
+"""Items a stream queues before submit() waits for room."""
+IDLE_EXIT: float
+"""Seconds a worker waits for work before it exits on its own."""
+RELAY_MINIMUM: int
+"""Items smaller than this many bytes are write()n, never relayed."""
+SPLICE_REFUSED: tuple[int, ...]
+"""The errno values of a destination or system that refuses splicing: write() does the rest."""
 
 def submit(
     data: Buffer,
@@ -29,8 +39,8 @@ def stop() -> None:
     """wait_all(), then stop idle workers."""
 
 def busy(key: object, /) -> bool:
-    """Whether key has a write queued, in progress or failed unreported; if not, its export
-    is released."""
+    """Whether the engine holds key's export: its write queued, in progress, done but not
+    released yet (the next call releases it), or failed unreported."""
 
 def stats(fd: int, /) -> tuple[str | None, int, int] | None:
     """(path, items, bytes) of the stream writing to fd's file, or None."""

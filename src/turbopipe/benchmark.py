@@ -4,7 +4,7 @@ Methods, as in the original TurboPipe benchmark plus ours:
 
 - plain: ``ffmpeg.stdin.write(buffer.read())`` on the main thread
 - thread: ``buffer.read()`` on the main thread, written by a Python thread through a queue
-- twin: turbopipe's pure-Python engine
+- python: turbopipe's Python engine (``TURBOPIPE_ENGINE=python``)
 - direct: turbopipe's native engine writing straight into the pipe
   (``relay=False, vmsplice=False``)
 - relay: the native engine with ``vmsplice=False``, what a reader other than FFmpeg gets
@@ -48,12 +48,12 @@ RESOLUTIONS = {
     "1440p": (2560, 1440),
     "2160p": (3840, 2160),
 }
-METHODS = ("plain", "thread", "twin", "direct", "relay", "native", "c-vmsplice", "reference")
+METHODS = ("plain", "thread", "python", "direct", "relay", "native", "c-vmsplice", "reference")
 WRITER_METHODS = ("plain", "writer-rgb24", "writer-gpu")
 SYMBOLS = {
     "plain": "🐢",
     "thread": "🚀",
-    "twin": "🐍",
+    "python": "🐍",
     "direct": "🌀",
     "relay": "🌀",
     "native": "🌀⚡",
@@ -66,7 +66,7 @@ _CASE_SCRIPT = Path(__file__).with_name("_bench_case.py")
 _C_SOURCE = Path(__file__).with_name("_bench_vmsplice.c")
 # The turbopipe cases, run by _bench_case with these pipe() options.
 _OPTIONS: dict[str, dict[str, bool]] = {
-    "twin": {},
+    "python": {},
     "direct": {"relay": False, "vmsplice": False},
     "relay": {"vmsplice": False},
     "native": {},
@@ -106,7 +106,7 @@ class Plan:
     resolutions: Sequence[str] = ("720p", "1080p")
     encoders: Sequence[str] = ("null",)
     buffers: Sequence[int] = (1, 4)
-    methods: Sequence[str] = ("plain", "thread", "twin", "direct", "relay", "native")
+    methods: Sequence[str] = ("plain", "thread", "python", "direct", "relay", "native")
     gigabytes: float = 0.5  # piped per case
     repeats: int = 3
     ffmpeg: str = "ffmpeg"
@@ -150,7 +150,7 @@ def run_case(case: dict[str, Any], reference_python: str | None) -> dict[str, An
         if not reference_python:
             raise ValueError("the reference method needs --reference PYTHON")
         python = reference_python
-    elif method == "twin":
+    elif method == "python":
         env["TURBOPIPE_ENGINE"] = "python"
     elif method == "c-vmsplice" and not case.get("program"):
         raise ValueError("the c-vmsplice case needs its compiled program")

@@ -1,4 +1,4 @@
-"""Pure-Python twin of the native engine ``turbopipe._core``.
+"""The Python engine: the native engine ``turbopipe._core`` in pure Python.
 
 Same functions, same semantics, same errors (see src/native/engine.hpp for the invariants):
 one queue and one daemon thread per stream, the items written with ``os.write`` straight
@@ -31,13 +31,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-QUEUE_LIMIT = 16
+from ._errors import descriptor_refused, write_failed
+
+# The native engine's constants (engine.hpp, fdio.hpp; a test checks they are equal).
+QUEUE_LIMIT = 16  # items a stream queues before submit() waits for room
+IDLE_EXIT = 2.0  # seconds a worker waits for work before it exits on its own
+RELAY_MINIMUM = 64 * 1024  # smaller items are write()n
+SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EPERM)  # then write() the rest
 _INT_MAX = 0x7FFFFFFF
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _PAGE = os.sysconf("SC_PAGESIZE")
-_RELAY_MINIMUM = 64 * 1024  # smaller items are write()n (see fdio.cpp)
-_SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EPERM)
 
 
 class _Target:
@@ -90,10 +94,7 @@ class _Failure:
         return any(item.key is key for item in self.items)
 
     def exception(self) -> OSError:
-        detail = f"fd {self.fd}: wrote {self.written} of {self.size} bytes"
-        if self.dropped:
-            detail += f", {self.dropped} queued items dropped"
-        return _os_error(self.error, detail)
+        return write_failed(self.error, self.fd, self.written, self.size, self.dropped)
 
 
 class _Stream:
@@ -138,12 +139,6 @@ _finished: list[_Item] = []
 # closed under _held_lock.
 _held: set[int] = set()
 _held_lock = threading.Lock()
-_IDLE_EXIT = 2.0  # seconds a worker waits for work before it exits on its own
-
-
-def _os_error(error: int, detail: str) -> OSError:
-    # OSError(errno, message) picks the subclass: BrokenPipeError for EPIPE and so on.
-    return OSError(error, f"{os.strerror(error)} ({detail})")
 
 
 def _to_fd(fd: Any) -> int:
@@ -178,9 +173,7 @@ def _capture_descriptor(fd: int) -> _Target:
             _close(duplicate)
         if not isinstance(error, OSError):
             raise
-        code = error.errno or errno.EBADF
-        detail = " is not open for writing" if code == errno.EBADF else ": cannot hold on to it"
-        raise _os_error(code, f"fd {fd}{detail}") from None
+        raise descriptor_refused(error.errno or errno.EBADF, fd) from None
 
 
 def _stream_of_fd(fd: int) -> _Stream | None:
@@ -407,11 +400,12 @@ def stats(fd: int) -> tuple[str | None, int, int] | None:
 
 
 def busy(key: object) -> bool:
-    # Checked before releasing: on False the export for key is released too.
     with _lock:
-        is_busy = id(key) in _active_keys or _failed_stream(lambda f: f.holds(key)) is not None
-    _conclude()
-    return is_busy
+        return (
+            id(key) in _active_keys
+            or any(item.key is key for item in _finished)
+            or _failed_stream(lambda f: f.holds(key)) is not None
+        )
 
 
 def _run(stream: _Stream) -> None:
@@ -426,7 +420,7 @@ def _run(stream: _Stream) -> None:
 def _write_next(stream: _Stream) -> bool:
     """Write the next item of stream; False once it stops or exits idle. Holds _lock."""
     while not stream.queue and not stream.stopping:
-        if not stream.wake.wait(_IDLE_EXIT) and not stream.queue:
+        if not stream.wake.wait(IDLE_EXIT) and not stream.queue:
             # Idle: leave. The next call joins the thread; a failure stays in the stream
             # for the next call that touches its file, which replaces the stream.
             stream.exited = True
@@ -579,15 +573,15 @@ def _write_item(item: _Item, relay: _Relay | None) -> tuple[int, int, str]:
             if (
                 item.relay
                 and relay is not None
-                and view.nbytes >= _RELAY_MINIMUM
+                and view.nbytes >= RELAY_MINIMUM
                 and not target.packet
                 and capacity > 0
                 and relay.ready(capacity)
             ):
                 written, error = relay.send(fd, view, item.chunk)
-                if error is None or error.errno not in _SPLICE_REFUSED:
+                if error is None or error.errno not in SPLICE_REFUSED:
                     path = "relay"
-                if error is not None and error.errno not in _SPLICE_REFUSED:
+                if error is not None and error.errno not in SPLICE_REFUSED:
                     raise error  # else write() the rest
         while written < view.nbytes:
             try:

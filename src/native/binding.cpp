@@ -1,14 +1,13 @@
 // turbopipe._core: the only file that knows CPython. It turns Python objects into
 // (pointer, length, owner) for the engine, releases owners on a Python thread with the GIL
 // held, waits with the GIL released, and turns engine failures into OSError subclasses.
-// Same interface as turbopipe/_fallback.py; see _core.pyi.
+// Same calls as the Python engine, turbopipe/_python.py; see _core.pyi.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <pthread.h>
 
-#include <cstdio>
-#include <cstring>
+#include <iterator>
 #include <new>
 
 #include "engine.hpp"
@@ -21,18 +20,17 @@ using turbopipe::Failure;
 using turbopipe::Item;
 using turbopipe::Outcome;
 
-constexpr size_t kQueueLimit = 16;
 // Waits run in slices of this length so that signal handlers (Ctrl-C) run between them.
 constexpr auto kWaitSlice = std::chrono::milliseconds(50);
 
-Engine* engine = new Engine(kQueueLimit);
+Engine* engine = new Engine(turbopipe::kQueueLimit);
 
 // In a forked child the parent's workers do not exist and the mutex may be held by one of
 // them: start over, leaking the parent's state rather than touching it (but closing the
 // descriptors it held).
 void reset_after_fork() {
     turbopipe::after_fork_in_child();
-    engine = new Engine(kQueueLimit);
+    engine = new Engine(turbopipe::kQueueLimit);
 }
 
 // What keeps an item's memory valid: the buffer export and a reference to its key.
@@ -55,16 +53,30 @@ void release_finished() {
     PyErr_Restore(type, value, traceback);
 }
 
-// OSError(errno, message) picks the subclass: BrokenPipeError for EPIPE and so on.
-PyObject* raise_os_error(int error, const char* detail) {
-    char message[256];
-    std::snprintf(message, sizeof message, "%s (%s)", strerror(error), detail);
-    PyObject* exception = PyObject_CallFunction(PyExc_OSError, "is", error, message);
+// Raises the OSError that turbopipe._errors.<maker>(*args) makes: both engines make
+// theirs there. Takes args (null if building them failed); returns null.
+PyObject* raise_error(const char* maker, PyObject* args) {
+    PyObject* exception = nullptr;
+    if (args) {
+        PyObject* module = PyImport_ImportModule("turbopipe._errors");
+        PyObject* make = module ? PyObject_GetAttrString(module, maker) : nullptr;
+        exception = make ? PyObject_CallObject(make, args) : nullptr;
+        Py_XDECREF(make);
+        Py_XDECREF(module);
+        Py_DECREF(args);
+    }
     if (exception) {
         PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception)), exception);
         Py_DECREF(exception);
     }
     return nullptr;
+}
+
+PyObject* raise_write_failed(const Failure& failure) {
+    using Count = unsigned long long;
+    return raise_error("write_failed",
+                       Py_BuildValue("(iiKKK)", failure.error, failure.fd, Count(failure.written),
+                                     Count(failure.size), Count(failure.dropped)));
 }
 
 // Runs one engine wait until it is Done or Failed: first a check with the GIL held (no
@@ -86,11 +98,7 @@ Outcome wait_interruptibly(Wait wait, Failure* failure) {
 PyObject* conclude(Outcome outcome, const Failure& failure) {
     release_finished();
     engine->join_exited_workers();
-    if (outcome == Outcome::Failed) {
-        char detail[160];
-        failure.describe(detail, sizeof detail);
-        return raise_os_error(failure.error, detail);
-    }
+    if (outcome == Outcome::Failed) return raise_write_failed(failure);
     if (outcome == Outcome::TimedOut) return nullptr;
     Py_RETURN_NONE;
 }
@@ -139,7 +147,7 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 
     // Exported from the object itself, a memoryview too: the engine's hold then keeps its
     // release (and so a moderngl buffer's unmap) from happening while queued. With the
-    // format, as memoryview() asks: the twin refuses what this refuses.
+    // format, as memoryview() asks: the Python engine refuses what this refuses.
     auto* owner = new (std::nothrow) Export{};
     if (!owner) return PyErr_NoMemory();
     if (PyObject_GetBuffer(args[0], &owner->view, PyBUF_RECORDS_RO) < 0) {
@@ -185,12 +193,7 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         if (item.descriptor >= 0) turbopipe::release_descriptor(item.descriptor);
         release(owner);
     }
-    if (error) {
-        char detail[64];
-        std::snprintf(detail, sizeof detail, error == EBADF ? "fd %d is not open for writing"
-                                                            : "fd %d: cannot hold on to it", fd);
-        return raise_os_error(error, detail);
-    }
+    if (error) return raise_error("descriptor_refused", Py_BuildValue("(ii)", error, fd));
     return conclude(outcome, failure);
 }
 
@@ -258,13 +261,7 @@ PyObject* stats(PyObject*, PyObject* arg) {
                          static_cast<unsigned long long>(stats.bytes));
 }
 
-// Checked before releasing: once key is not busy its owner is already among the finished,
-// so on False the caller may assume the engine holds no export for key.
-PyObject* busy(PyObject*, PyObject* key) {
-    bool busy = engine->busy(key_of(key));
-    release_finished();
-    return PyBool_FromLong(busy);
-}
+PyObject* busy(PyObject*, PyObject* key) { return PyBool_FromLong(engine->busy(key_of(key))); }
 
 PyMethodDef methods[] = {
     {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(submit)),
@@ -276,10 +273,36 @@ PyMethodDef methods[] = {
     {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until everything queued before the call is written."},
     {"stop", stop, METH_NOARGS, "stop()\n--\n\nwait_all(), then stop idle workers."},
     {"stats", stats, METH_O, "stats(fd)\n--\n\n(path, items, bytes) of the stream writing to fd's file, or None."},
-    {"busy", busy, METH_O, "busy(key)\n--\n\nWhether key has a write queued, in progress or failed unreported; if not, "
-     "its export is released."},
+    {"busy", busy, METH_O, "busy(key)\n--\n\nWhether the engine holds key's export: its write queued, in progress, "
+     "done but not released yet, or failed unreported."},
     {nullptr, nullptr, 0, nullptr},
 };
+
+// The engine's constants, which the Python engine's must equal (a test checks).
+int add_constants(PyObject* core) {
+    PyObject* refused = PyTuple_New(Py_ssize_t(std::size(turbopipe::kSpliceRefused)));
+    if (!refused) return -1;
+    for (size_t i = 0; i < std::size(turbopipe::kSpliceRefused); i++) {
+        PyObject* error = PyLong_FromLong(turbopipe::kSpliceRefused[i]);
+        if (!error) {
+            Py_DECREF(refused);
+            return -1;
+        }
+        PyTuple_SET_ITEM(refused, Py_ssize_t(i), error);
+    }
+    if (PyModule_AddObject(core, "SPLICE_REFUSED", refused) < 0) {
+        Py_DECREF(refused);
+        return -1;
+    }
+    PyObject* idle_exit =
+        PyFloat_FromDouble(std::chrono::duration<double>(turbopipe::kIdleExit).count());
+    if (!idle_exit || PyModule_AddObject(core, "IDLE_EXIT", idle_exit) < 0) {
+        Py_XDECREF(idle_exit);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(core, "QUEUE_LIMIT", long(turbopipe::kQueueLimit)) < 0) return -1;
+    return PyModule_AddIntConstant(core, "RELAY_MINIMUM", long(turbopipe::kRelayMinimum));
+}
 
 PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_core", "Native engine of turbopipe.", -1, methods,
@@ -295,5 +318,7 @@ PyMODINIT_FUNC PyInit__core() {
                        reset_after_fork);
         registered = true;
     }
-    return PyModule_Create(&module);
+    PyObject* core = PyModule_Create(&module);
+    if (core && add_constants(core) < 0) Py_CLEAR(core);
+    return core;
 }
