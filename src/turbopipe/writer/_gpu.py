@@ -1,11 +1,11 @@
-"""GPU side of the video writer: read frames back, or convert them on the GPU first.
+"""The writer's GPU passes: read frames back, or convert them on the GPU first.
 
 A ``FrameReader`` reads a moderngl Framebuffer or Texture as rgb24 into a GPU buffer. A
 ``FrameConverter`` renders a moderngl texture into the output's packed layout (yuv420p,
 nv12, yuv444p or rgb24) with the vertical flip folded in, then reads the planes into one
 moderngl buffer, back to back, as FFmpeg's rawvideo demuxer expects them. YUV uses the
-matrix and range the writer picks (BT.709 for HD, BT.601 below; limited range but for
-JPEG encoders). Needs moderngl.
+matrix and range that ``_formats`` picks (BT.709 for HD, BT.601 below; limited range but
+for JPEG encoders). Needs moderngl: the writer imports this module at its first GL frame.
 """
 
 from __future__ import annotations

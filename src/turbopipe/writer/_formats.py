@@ -1,0 +1,54 @@
+"""The writer's color rules: which pixel formats are YUV, the matrix and range a YUV
+output gets, and the FFmpeg options that convert to them and tag the stream.
+
+YUV output uses BT.709 for HD (720 lines and up) and BT.601 below, limited range; the
+JPEG encoders get JPEG's BT.601 full range at any size, yuvj formats full range. The GPU
+conversion (``_gpu``) takes the same matrix and range.
+"""
+
+from __future__ import annotations
+
+_COLOR_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
+
+# FFmpeg's RGB, gray and palette pixel formats; everything else is some YUV.
+_NOT_YUV = ("rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "gbr", "gray",
+            "pal", "mono", "ya")  # fmt: skip
+
+# JPEG is BT.601 full range by definition: its decoders read it so whatever the tags say,
+# and FFmpeg's JPEG encoders refuse limited range.
+_JPEG_ENCODERS = ("mjpeg", "ljpeg")
+
+
+def matrix_for(height: int) -> str:
+    """The YUV matrix for a frame height: BT.709 for HD (720 lines and up), BT.601 below."""
+    return "bt709" if height >= 720 else "bt601"
+
+
+def _is_yuv(pix_fmt: str) -> bool:
+    return not pix_fmt.startswith(_NOT_YUV)
+
+
+def yuv_encoding(codec: str, pix_fmt: str, height: int) -> tuple[str, bool]:
+    """The YUV matrix of an output, and whether its range is full (yuvj formats: by name)."""
+    if codec in _JPEG_ENCODERS:
+        return "bt601", True
+    return matrix_for(height), pix_fmt.startswith("yuvj")
+
+
+def color_options(
+    codec: str, pix_fmt: str, input_pix_fmt: str, height: int
+) -> tuple[list[str], list[str], list[str]]:
+    """FFmpeg's options for the colors of an output: (input options, filters to end the
+    chain with, output options). None for RGB, gray or palette output."""
+    if not _is_yuv(pix_fmt):
+        return [], [], []
+    matrix, full_range = yuv_encoding(codec, pix_fmt, height)
+    tag, color_range = _COLOR_TAGS[matrix], "pc" if full_range else "tv"
+    tags = ["-colorspace", tag, "-color_range", color_range]
+    # Tags on the input: FFmpeg carries them from the frames to the stream, and YUV input
+    # that is already ours must not be converted again as if untagged.
+    inputs = ["-color_primaries", tag, "-color_trc", tag]
+    if _is_yuv(input_pix_fmt):
+        return [*inputs, *tags], [], tags
+    # FFmpeg converts, with the matrix and range we tag.
+    return inputs, [f"scale=out_color_matrix={matrix}:out_range={color_range}"], tags
