@@ -246,7 +246,7 @@ def test_a_forked_child_leaves_the_parents_mappings_alone(tmp_path: Path) -> Non
         # What the child inherits, to which it adds an object that tells when it is freed.
         inherited = [turbopipe._api._mappings._live]
         if turbopipe._api._engine.__name__.endswith("_python"):
-            inherited.append(turbopipe._api._engine._streams)
+            inherited.append(turbopipe._api._engine.engine._streams)
 
         class Freed:
             def __del__(self, write=os.write):
