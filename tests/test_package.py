@@ -48,9 +48,12 @@ def test_each_module_imports_first(module: str) -> None:
                                                 ("auto", "native"), ("", "native"),
                                                 (" Python ", "python")])  # fmt: skip
 def test_the_engine_variable_picks_the_engine(choice: str, engine: str) -> None:
-    result = python("import turbopipe; print(turbopipe.ENGINE)", TURBOPIPE_ENGINE=choice)
+    code = "import turbopipe._api as api; print(api.ENGINE, api.ENGINE_REASON, sep='|')"
+    result = python(code, TURBOPIPE_ENGINE=choice)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == engine
+    chosen, reason = result.stdout.strip().split("|")
+    assert chosen == engine
+    assert f"TURBOPIPE_ENGINE={choice.strip().lower() or 'auto'}" in reason
 
 
 def test_an_engine_variable_of_another_kind_raises() -> None:

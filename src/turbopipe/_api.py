@@ -29,32 +29,37 @@ if TYPE_CHECKING:
 _ENGINE_CHOICES = ("auto", "native", "python")
 
 
-def _load_engine() -> ModuleType:
-    """The engine TURBOPIPE_ENGINE names: native, python, or auto (the default): native
-    where its extension loads, else python, with a warning if the extension is there but
-    does not load."""
+def _load_engine() -> tuple[ModuleType, str]:
+    """The engine TURBOPIPE_ENGINE names, and why: native, python, or auto (the default):
+    native where its extension loads, else python, with a warning if the extension is there
+    but does not load."""
     text = os.environ.get("TURBOPIPE_ENGINE", "auto")
     choice = text.strip().lower() or "auto"
     if choice not in _ENGINE_CHOICES:
         raise ValueError(f"TURBOPIPE_ENGINE must be auto, native or python, not {text!r}")
-    if choice != "python":
+    if choice == "python":
+        reason = "TURBOPIPE_ENGINE=python"
+    else:
         try:
-            return importlib.import_module(".._core", __name__)
+            core = importlib.import_module(".._core", __name__)
+            return core, f"TURBOPIPE_ENGINE={choice}, and the extension loads"
         except ImportError as error:
             if choice == "native":
                 raise ImportError(
                     f"TURBOPIPE_ENGINE=native, but the native engine does not load: {error}"
                 ) from error
-            if not isinstance(error, ModuleNotFoundError):
+            if isinstance(error, ModuleNotFoundError):
+                reason = "the native engine is not installed (built without a C++ compiler?)"
+            else:
+                reason = f"the native engine does not load ({error})"
                 warnings.warn(
-                    f"turbopipe's native engine does not load ({error}); the Python engine "
-                    "serves instead",
+                    f"turbopipe's {reason}; the Python engine serves instead",
                     RuntimeWarning,
                     stacklevel=2,
                 )
     from . import _python
 
-    return _python
+    return _python, reason
 
 
 def _env_size(name: str, default: int) -> int:
@@ -95,9 +100,11 @@ def _env_vmsplice() -> bool | Literal["auto"]:
         raise ValueError(f"TURBOPIPE_VMSPLICE must be auto, 1 or 0, not {text!r}") from None
 
 
-_engine = _load_engine()
+_engine, _reason = _load_engine()
 ENGINE: str = "native" if _engine.__name__.endswith("_core") else "python"
 """Which engine serves the calls: "native" (the C++ extension) or "python" (the Python engine)."""
+ENGINE_REASON: str = _reason
+"""Why ENGINE is what it is, for bug reports (``python -m turbopipe info``)."""
 
 # Measured into FFmpeg on 2 cores: a 1 MiB pipe doubles throughput over the default 64 KiB;
 # 64 KiB or 256 KiB chunks cost 1.4x to 2.3x the CPU of one write() per item, for +15%
