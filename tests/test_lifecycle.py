@@ -1,0 +1,130 @@
+"""The writer threads' life: each exits after 2 idle seconds (also with a failure kept for
+later), close() stops them and a later pipe() starts them again, also from another thread;
+an interpreter exit flushes what is queued; a fork leaves the child an engine of its own and
+no descriptor that would keep the parent's reader waiting."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import turbopipe
+from conftest import Pipe, md5, run_with_engine
+from engine_helpers import IDLE_EXIT, MiB, in_thread, make_payloads, run_program, wait_until
+
+
+def threads_and_descriptors() -> tuple[int, int]:
+    return len(os.listdir("/proc/self/task")), len(os.listdir("/proc/self/fd"))
+
+
+def none_above(counts: tuple[int, ...], baseline: tuple[int, ...]) -> bool:
+    """Each count at most its baseline (a tuple's <= would compare the first only)."""
+    return all(count <= before for count, before in zip(counts, baseline))
+
+
+def test_idle_writer_threads_exit_on_their_own() -> None:
+    """A program that writes many files does not keep a thread per file until close()."""
+
+    def threads() -> tuple[int, int]:
+        return threading.active_count(), len(os.listdir("/proc/self/task"))
+
+    baseline = threads()
+    for _ in range(20):
+        pipe = Pipe()
+        turbopipe.pipe(b"x" * 1000, pipe.fd)
+        turbopipe.sync(file=pipe.fd)
+        pipe.finish()
+    wait_until(lambda: none_above(threads(), baseline), "idle workers gone", timeout=IDLE_EXIT + 10)
+    turbopipe.sync()  # joins them
+    assert none_above(threads(), baseline)
+
+
+def test_an_unreported_failure_holds_no_thread_and_no_descriptors() -> None:
+    """The worker of a failed file leaves after idling, closing what it used, and the
+    failure waits for the next call that touches the file."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    baseline = threads_and_descriptors()
+    turbopipe.pipe(b"x" * MiB, write_fd)  # large enough to take the relay: two more fds
+    wait_until(
+        lambda: none_above(threads_and_descriptors(), baseline),
+        "the failed file's worker and descriptors gone",
+        timeout=IDLE_EXIT + 10,
+    )
+    with pytest.raises(BrokenPipeError, match=f"fd {write_fd}: wrote 0 of {MiB} bytes"):
+        turbopipe.sync(file=write_fd)
+    os.close(write_fd)
+
+
+def test_close_then_pipe_again(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    turbopipe.pipe(b"one", pipe.fd)
+    turbopipe.close()
+    turbopipe.pipe(b"two", pipe.fd)
+    turbopipe.done(b"two")
+    turbopipe.close()
+    assert pipe.finish() == md5(b"onetwo")
+
+
+def test_close_from_one_thread_while_another_pipes(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    payloads = make_payloads(200, 64 * 1024)
+
+    def produce() -> None:
+        for payload in payloads:
+            turbopipe.pipe(payload, pipe.fd)
+
+    producer = in_thread(produce)
+    while producer.is_alive():
+        turbopipe.close()
+    turbopipe.sync()
+    assert pipe.finish() == md5(*payloads)
+
+
+def test_interpreter_exit_flushes_queued_writes(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    result = run_with_engine(
+        f"""
+        import os
+        fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)
+        for i in range(20):
+            turbopipe.pipe(bytes([i]) * (1 << 20), fd)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == b"".join(bytes([i]) * (1 << 20) for i in range(20))
+
+
+def test_fork_with_writes_queued(tmp_path: Path) -> None:
+    result = run_with_engine(
+        f"""
+        import os
+        parent_fd = os.open({str(tmp_path / "parent")!r}, os.O_WRONLY | os.O_CREAT)
+        for i in range(8):
+            turbopipe.pipe(bytes([i]) * (1 << 20), parent_fd)
+        pid = os.fork()
+        if pid == 0:  # the child pipes on its own engine
+            child_fd = os.open({str(tmp_path / "child")!r}, os.O_WRONLY | os.O_CREAT)
+            turbopipe.pipe(b"child", child_fd)
+            turbopipe.sync()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        turbopipe.pipe(b"after", parent_fd)
+        turbopipe.sync()
+        print("child", status)
+        """
+    )
+    assert "child 0" in result.stdout, result.stderr
+    expected = b"".join(bytes([i]) * (1 << 20) for i in range(8)) + b"after"
+    assert (tmp_path / "parent").read_bytes() == expected
+    assert (tmp_path / "child").read_bytes() == b"child"
+
+
+def test_a_child_forked_while_writing_keeps_no_reader_waiting() -> None:
+    """A child that outlives the parent's writes has closed its copies of the engine's
+    descriptors: the reader sees end of file once the parent is done."""
+    result = run_program("child_outlives_the_writes.py")
+    assert result.stdout.strip() == str(4 << 20), result.stderr
