@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 
+#include <cstring>
 #include <iterator>
 #include <new>
 
@@ -33,15 +34,18 @@ void reset_after_fork() {
     engine = new Engine(turbopipe::kQueueLimit);
 }
 
-// What keeps an item's memory valid: the buffer export and a reference to its key.
+// What keeps an item's memory valid: the buffer export, and references to its key and root
+// (their addresses identify the item's).
 struct Export {
     Py_buffer view;
     PyObject* key;
+    PyObject* root;
 };
 
 void release(Export* owner) {
     PyBuffer_Release(&owner->view);
     Py_DECREF(owner->key);
+    Py_DECREF(owner->root);
     delete owner;
 }
 
@@ -96,6 +100,7 @@ Outcome wait_interruptibly(Wait wait, Failure* failure) {
 }
 
 PyObject* conclude(Outcome outcome, const Failure& failure) {
+    if (failure.descriptor >= 0) turbopipe::release_descriptor(failure.descriptor);
     release_finished();
     engine->join_exited_workers();
     if (outcome == Outcome::Failed) return raise_write_failed(failure);
@@ -121,24 +126,28 @@ bool to_size(PyObject* object, size_t* size) {
     return !(*size == size_t(-1) && PyErr_Occurred());
 }
 
-uintptr_t key_of(PyObject* key) { return reinterpret_cast<uintptr_t>(key); }
+// None stands for no key: 0.
+uintptr_t key_of(PyObject* key) { return key == Py_None ? 0 : reinterpret_cast<uintptr_t>(key); }
+
+// Whether a buffer's struct format holds Python object pointers ('O'), which are no data.
+bool holds_pointers(const char* format) { return format && std::strchr(format, 'O'); }
 
 PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (nargs != 7) {
+    if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "submit(data, fd, key, chunk, pipe_size, vmsplice, relay)");
+                        "submit(data, fd, key, root, chunk, pipe_size, vmsplice, relay)");
         return nullptr;
     }
     int fd;
     turbopipe::WriteOptions options{};
-    if (!to_fd(args[1], &fd) || !to_size(args[3], &options.chunk) ||
-        !to_size(args[4], &options.pipe_size)) {
+    if (!to_fd(args[1], &fd) || !to_size(args[4], &options.chunk) ||
+        !to_size(args[5], &options.pipe_size)) {
         return nullptr;
     }
     bool automatic =
-        PyUnicode_Check(args[5]) && PyUnicode_CompareWithASCIIString(args[5], "auto") == 0;
-    int vmsplice = automatic ? 1 : PyObject_IsTrue(args[5]);
-    int relay = vmsplice < 0 ? -1 : PyObject_IsTrue(args[6]);
+        PyUnicode_Check(args[6]) && PyUnicode_CompareWithASCIIString(args[6], "auto") == 0;
+    int vmsplice = automatic ? 1 : PyObject_IsTrue(args[6]);
+    int relay = vmsplice < 0 ? -1 : PyObject_IsTrue(args[7]);
     if (relay < 0) return nullptr;
     options.vmsplice = automatic  ? turbopipe::Vmsplice::Auto
                        : vmsplice ? turbopipe::Vmsplice::On
@@ -156,9 +165,16 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     }
     Py_INCREF(args[2]);
     owner->key = args[2];
+    Py_INCREF(args[3]);
+    owner->root = args[3];
     if (!PyBuffer_IsContiguous(&owner->view, 'C')) {
         release(owner);
         PyErr_SetString(PyExc_ValueError, "data must be C-contiguous");
+        return nullptr;
+    }
+    if (holds_pointers(owner->view.format)) {
+        release(owner);
+        PyErr_SetString(PyExc_TypeError, "data holds Python object pointers (format 'O'), not bytes");
         return nullptr;
     }
     Item item{static_cast<const uint8_t*>(owner->view.buf),
@@ -167,6 +183,7 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
               fd,
               {},
               key_of(args[2]),
+              key_of(args[3]),
               owner,
               options,
               std::nullopt};
@@ -197,10 +214,12 @@ PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return conclude(outcome, failure);
 }
 
-PyObject* wait_key(PyObject*, PyObject* key) {
+PyObject* wait_root(PyObject*, PyObject* root) {
     Failure failure;
     Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_key(key_of(key), deadline, out); },
+        [&](Deadline deadline, Failure* out) {
+            return engine->wait_root(key_of(root), deadline, out);
+        },
         &failure);
     return conclude(outcome, failure);
 }
@@ -261,20 +280,20 @@ PyObject* stats(PyObject*, PyObject* arg) {
                          static_cast<unsigned long long>(stats.bytes));
 }
 
-PyObject* busy(PyObject*, PyObject* key) { return PyBool_FromLong(engine->busy(key_of(key))); }
+PyObject* busy(PyObject*, PyObject* root) { return PyBool_FromLong(engine->busy(key_of(root))); }
 
 PyMethodDef methods[] = {
     {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(submit)),
      METH_FASTCALL,
-     "submit(data, fd, key, chunk, pipe_size, vmsplice, relay)\n--\n\n"
-     "Queue data for fd, waiting while key is busy or the queue is full."},
-    {"wait_key", wait_key, METH_O, "wait_key(key)\n--\n\nWait until key's write is done."},
+     "submit(data, fd, key, root, chunk, pipe_size, vmsplice, relay)\n--\n\n"
+     "Queue data (root's memory) for fd, waiting while key is busy or the queue is full."},
+    {"wait_root", wait_root, METH_O, "wait_root(root)\n--\n\nWait until the writes of root's items are done."},
     {"wait_fd", wait_fd, METH_O, "wait_fd(fd)\n--\n\nWait until what was queued for fd before the call is written."},
     {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until everything queued before the call is written."},
     {"stop", stop, METH_NOARGS, "stop()\n--\n\nwait_all(), then stop idle workers."},
     {"stats", stats, METH_O, "stats(fd)\n--\n\n(path, items, bytes) of the stream writing to fd's file, or None."},
-    {"busy", busy, METH_O, "busy(key)\n--\n\nWhether the engine holds key's export: its write queued, in progress, "
-     "done but not released yet, or failed unreported."},
+    {"busy", busy, METH_O, "busy(root)\n--\n\nWhether the engine holds an export of root's: its write queued, in "
+     "progress, done but not released yet, or failed unreported."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -8,9 +8,9 @@
 namespace turbopipe {
 
 namespace {
-bool holds(const Failure& failure, uintptr_t key) {
-    return std::any_of(failure.items.begin(), failure.items.end(),
-                       [&](const Item& item) { return item.key == key; });
+bool holds(const std::list<Item>& items, uintptr_t root) {
+    return std::any_of(items.begin(), items.end(),
+                       [&](const Item& item) { return item.root == root; });
 }
 }  // namespace
 
@@ -19,11 +19,12 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     // What allocates comes first, and is undone if a later step fails: short of memory or
     // threads, nothing is queued and nothing is lost.
     std::list<Item> node;
-    bool created = false, key_added = false;
+    bool created = false, key_added = false, root_added = false;
     auto undo = [&](int error) {
         if (created) streams_.erase(item.file);
         if (key_added) active_keys_.erase(item.key);
-        *failure = Failure{fd, error, 0, item.size, 0, {}};
+        if (root_added) active_roots_.erase(item.root);
+        *failure = Failure{fd, error, 0, item.size, 0, {}, -1};
         return Outcome::Failed;
     };
     try {
@@ -34,7 +35,7 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     auto ready = [&] {
         Stream* stream = stream_of_file(item.file);
         if (stream && stream->failure) return true;
-        if (active_keys_.contains(item.key)) return false;
+        if (item.key && active_keys_.contains(item.key)) return false;
         return !stream || stream->queue.size() < queue_limit_;
     };
     if (!wait_for_progress(lock, deadline, ready)) return Outcome::TimedOut;
@@ -59,8 +60,10 @@ Outcome Engine::submit(int fd, const Item& item, Deadline deadline, Failure* fai
     if (decide && !item.readers_copy) return Outcome::Undecided;
     try {
         node.push_back(item);
-        active_keys_.insert(item.key);  // absent: ready() waited for that
-        key_added = true;
+        if (item.key) active_keys_.insert(item.key);  // absent: ready() waited for that
+        key_added = item.key != 0;
+        active_roots_.insert(item.root);
+        root_added = true;
         if (!stream) {
             stream = std::make_shared<Stream>();
             stream->file = item.file;
@@ -107,12 +110,12 @@ bool Engine::wait_for_progress(std::unique_lock<std::mutex>& lock, Deadline dead
     return progress_.wait_until(lock, deadline, ready);
 }
 
-Outcome Engine::wait_key(uintptr_t key, Deadline deadline, Failure* failure) {
+Outcome Engine::wait_root(uintptr_t root, Deadline deadline, Failure* failure) {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!wait_for_progress(lock, deadline, [&] { return !active_keys_.contains(key); })) {
+    if (!wait_for_progress(lock, deadline, [&] { return !active_roots_.contains(root); })) {
         return Outcome::TimedOut;
     }
-    Stream* stream = failed_stream([&](const Failure& f) { return holds(f, key); });
+    Stream* stream = failed_stream([&](const Failure& f) { return holds(f.items, root); });
     return take_failure(stream, failure) ? Outcome::Failed : Outcome::Done;
 }
 
@@ -207,12 +210,10 @@ std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
     return removed;
 }
 
-bool Engine::busy(uintptr_t key) {
+bool Engine::busy(uintptr_t root) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (active_keys_.contains(key)) return true;
-    auto is_key = [&](const Item& item) { return item.key == key; };
-    if (std::any_of(finished_.begin(), finished_.end(), is_key)) return true;
-    return failed_stream([&](const Failure& f) { return holds(f, key); }) != nullptr;
+    if (active_roots_.contains(root) || holds(finished_, root)) return true;
+    return failed_stream([&](const Failure& f) { return holds(f.items, root); }) != nullptr;
 }
 
 std::list<Item> Engine::take_finished() {
@@ -255,7 +256,7 @@ void Engine::run(Stream* stream) {
         WritePath path;
         int error = write_item(item.descriptor, item.file, item.data, item.size, item.options,
                                relay, &stream->tails, &written, &path);
-        if (!item.shared) release_descriptor(item.descriptor);
+        if (!item.shared && !error) release_descriptor(item.descriptor);
         lock.lock();
         // Closed before the item counts as done: once a wait for it returns, the engine
         // holds no descriptor of a file it has nothing queued for.
@@ -267,16 +268,19 @@ void Engine::run(Stream* stream) {
 
         stream->writing = false;
         active_keys_.erase(item.key);
+        active_roots_.erase(item.root);
         stream->stats.path = path;
         stream->stats.bytes += written;
         stream->stats.items += !error;
         if (!error) {
             finished_.splice(finished_.end(), current);
         } else {
-            Failure& failure = stream->failure.emplace(
-                Failure{item.fd, error, written, item.size, stream->queue.size(), {}});
+            Failure& failure = stream->failure.emplace(Failure{
+                item.fd, error, written, item.size, stream->queue.size(), {},
+                item.shared ? -1 : item.descriptor});
             for (const Item& lost : stream->queue) {
                 active_keys_.erase(lost.key);
+                active_roots_.erase(lost.root);
                 int descriptor = let_go(*stream, lost);
                 if (descriptor >= 0) stream->closing.push_back(descriptor);  // reserved
             }

@@ -7,11 +7,12 @@
 // - Items are numbered in submission order across streams (Item::order): wait_fd and
 //   wait_all wait for the items submitted before them, never for later ones.
 // - A key has at most one item queued or being written; submit() waits otherwise, so an
-//   owner's memory is exported at most once.
+//   owner's memory is exported at most once (key 0: an owner that may be exported again).
+//   wait_root() waits for the items of a root, the object whose memory they are.
 // - Every owner queued by submit() (it returned Done; otherwise the caller keeps it) comes
 //   back exactly once from take_finished(): after its bytes are written, or after the
-//   failure that dropped it is reported. Until then its key stays busy(), so it cannot be
-//   freed and its address reused by another key.
+//   failure that dropped it is reported. Until then its root stays busy(), so neither it
+//   nor its key can be freed and its address reused by another.
 // - A failed write drops the items queued behind it on that stream and leaves one Failure
 //   there, reported by the next submit/wait touching that stream.
 // - An item is written through a duplicate of the caller's fd: its own, or for a pipe the
@@ -62,7 +63,8 @@ struct Item {
     int descriptor;
     int fd;          // the caller's number for it, for messages
     FileId file;     // what the fd named at submission
-    uintptr_t key;   // identity that wait_key() waits on
+    uintptr_t key;   // identity that submit() serializes on; 0 for none
+    uintptr_t root;  // identity that wait_root() waits on: whose memory it is
     void* owner;     // the caller's handle keeping `data` alive
     WriteOptions options;
     // For Vmsplice::Auto: readers_copy_out() of the pipe, asked when submit() says Undecided.
@@ -78,6 +80,10 @@ struct Failure {
     size_t size = 0;        // size of the failing item
     size_t dropped = 0;     // queued items behind it that were never written
     std::list<Item> items;  // the failing and the dropped items, finished when reported
+    // The failing item's own descriptor, or -1: held open until the failure is reported
+    // (by the caller, who closes it), so that the file's inode number cannot go to a new
+    // file, which would then see this failure as its own.
+    int descriptor = -1;
 };
 
 // What submit() needs before it can queue an item: NeedsDescriptor, the item's own
@@ -92,8 +98,8 @@ struct StreamStats {
     uint64_t bytes = 0;                // including those of a failed item
 };
 
-// Keys of items queued or being written, at most one item each: a few dozen at most, so
-// searched in a line (no hashing, no node per key), and erasing never allocates.
+// Identities of items queued or being written, a multiset: a few dozen at most, so
+// searched in a line (no hashing, no node per identity), and erasing never allocates.
 class KeySet {
 public:
     bool contains(uintptr_t key) const {
@@ -121,7 +127,7 @@ public:
     // Unless Done, `item` was not queued and the caller still owns its descriptor and owner.
     Outcome submit(int fd, const Item& item, Deadline deadline, Failure* failure);
 
-    Outcome wait_key(uintptr_t key, Deadline deadline, Failure* failure);
+    Outcome wait_root(uintptr_t root, Deadline deadline, Failure* failure);
 
     // What wait_fd and wait_all wait for: the items submitted before this call, not those
     // other threads submit meanwhile (else they could wait for ever). Taken once per wait.
@@ -143,9 +149,9 @@ public:
     // named at its last submit); false if no stream serves it.
     bool stats(int fd, const FileId* file, StreamStats* stats);
 
-    // Whether the engine holds key's owner: an item queued, being written, finished but
-    // not taken yet (take_finished), or in an unreported failure.
-    bool busy(uintptr_t key);
+    // Whether the engine holds an owner of root's: an item queued, being written, finished
+    // but not taken yet (take_finished), or in an unreported failure.
+    bool busy(uintptr_t root);
 
     // Items that are done (written, or dropped and reported), for the caller to release
     // their owners.
@@ -216,7 +222,8 @@ private:
     // Shared: submit() wakes a worker after unlocking, holding on to its stream meanwhile.
     std::map<FileId, std::shared_ptr<Stream>> streams_;
     std::unordered_map<int, FileId> files_;      // fd number -> the file it last named
-    KeySet active_keys_;
+    KeySet active_keys_;   // of items queued or being written, but for key 0
+    KeySet active_roots_;  // of the same items
     size_t failures_ = 0;                        // streams holding a failure
     // Streams whose worker returned and is not joined yet; written under mutex_.
     std::atomic<size_t> exited_{0};

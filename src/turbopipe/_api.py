@@ -12,6 +12,7 @@ import atexit
 import importlib
 import operator
 import os
+import sys
 import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
@@ -124,17 +125,27 @@ _mappings = Mappings()
 os.register_at_fork(after_in_child=_mappings.forget)
 
 
-def _viewed(data: object) -> object:
-    """What data views, through memoryviews of memoryviews."""
-    while isinstance(data, memoryview):
-        data = data.obj
-    return data
+def _identities(data: object) -> tuple[object, object]:
+    """(key, root) of data for the engine. root is the object whose memory data is, found
+    through memoryviews' .obj and numpy arrays' .base: sync(root) waits for data's writes.
+    key is what piping again waits on, so that an object is exported once at a time: data,
+    or the object a memoryview views; None for bytes, whose memory never changes."""
+    key = data
+    while type(key) is memoryview:
+        key = key.obj
+    root = key
+    numpy = sys.modules.get("numpy")
+    while numpy is not None and isinstance(root, numpy.ndarray) and root.base is not None:
+        root = root.base
+        while type(root) is memoryview:
+            root = root.obj
+    return (None if type(root) is bytes else key), root
 
 
-def _key_of(data: object) -> object:
-    """The object whose writes sync(data) waits for."""
+def _root_of(data: object) -> object:
+    """The object whose writes sync(data) waits for: a moderngl buffer's .mglo."""
     gl = gl_buffer(data)
-    return _viewed(data) if gl is None else gl[0]
+    return _identities(data)[1] if gl is None else gl[0]
 
 
 def _fd_of(file: int) -> int:
@@ -202,7 +213,8 @@ def pipe(
     ``data`` is a ``moderngl.Buffer`` (or its ``.mglo``) or any C-contiguous object with
     the buffer protocol: bytes, bytearray, memoryview, numpy array, mmap. Its memory is
     written in place, so do not change it until ``sync(data)`` returns; piping the same
-    object again first waits for its previous write. Writes to one file happen in call
+    object again first waits for its previous write (but for ``bytes``, which cannot
+    change: it may go to several files at once). Writes to one file happen in call
     order (descriptors naming the same file share its queue); each file has its own writer
     thread. When 16 writes are queued for it, this waits for room (without holding the GIL).
 
@@ -231,8 +243,7 @@ def pipe(
         and vmsplice is None
         and relay is None
     ):  # a frame as the render loop pipes it: the engine checks the rest
-        key = data if type(data) is not memoryview else _viewed(data)
-        _engine.submit(data, file, key, *_DEFAULT_OPTIONS)
+        _engine.submit(data, file, *_identities(data), *_DEFAULT_OPTIONS)
         return
     if data is None:
         data = buffer
@@ -247,7 +258,7 @@ def pipe(
         options = _options(chunk, pipe_size, vmsplice, relay)
     gl = gl_buffer(data)
     if gl is None:
-        _engine.submit(data, fd, _viewed(data), *options)
+        _engine.submit(data, fd, *_identities(data), *options)
         return
     mglo, wrapper = gl
     view = _mappings.view(mglo)
@@ -262,7 +273,7 @@ def pipe(
             stacklevel=2,
         )
     try:
-        _engine.submit(view, fd, mglo, *options)  # after its previous write
+        _engine.submit(view, fd, mglo, mglo, *options)  # after its previous write
     except BaseException:
         _mappings.unmap_idle(_engine.busy)  # including this one, which is not queued
         raise
@@ -274,8 +285,10 @@ def sync(
 ) -> None:
     """Wait until queued writes are done.
 
-    ``sync(data)`` waits for the writes of ``data`` (a moderngl.Buffer and its .mglo are
-    the same object, and so are a memoryview and the object it views), ``sync(file=fd)``
+    ``sync(data)`` waits for the writes of ``data`` and of every view of it (a
+    moderngl.Buffer and its .mglo are one object; a memoryview or a numpy view stands for
+    the object whose memory it is, so ``sync(array)`` waits for ``pipe(array[:n])``),
+    ``sync(file=fd)``
     for those of one descriptor, ``sync()`` for all; the last two wait for what was queued
     before the call, not for what other threads queue meanwhile. Afterwards the memory may
     be changed again; a moderngl buffer is unmapped, so GL may write it. Raises the OSError
@@ -289,7 +302,7 @@ def sync(
         if data is None and file is None:
             _engine.wait_all()
         if data is not None:
-            _engine.wait_key(_key_of(data))
+            _engine.wait_root(_root_of(data))
         if file is not None:
             _engine.wait_fd(_fd_of(file))
     finally:

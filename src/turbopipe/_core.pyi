@@ -17,17 +17,19 @@ SPLICE_REFUSED: tuple[int, ...]
 def submit(
     data: Buffer,
     fd: int,
-    key: object,
+    key: object | None,
+    root: object,
     chunk: int,
     pipe_size: int,
     vmsplice: bool | Literal["auto"],
     relay: bool,
     /,
 ) -> None:
-    """Queue data for fd, waiting while key is busy or the queue is full."""
+    """Queue data, root's memory, for fd, waiting while key (None: no key) has an item
+    queued or the queue is full."""
 
-def wait_key(key: object, /) -> None:
-    """Wait until key's write is done."""
+def wait_root(root: object, /) -> None:
+    """Wait until the writes of root's items are done."""
 
 def wait_fd(fd: int, /) -> None:
     """Wait until what was queued for fd before the call is written."""
@@ -38,9 +40,9 @@ def wait_all() -> None:
 def stop() -> None:
     """wait_all(), then stop idle workers."""
 
-def busy(key: object, /) -> bool:
-    """Whether the engine holds key's export: its write queued, in progress, done but not
-    released yet (the next call releases it), or failed unreported."""
+def busy(root: object, /) -> bool:
+    """Whether the engine holds an export of root's: its write queued, in progress, done but
+    not released yet (the next call releases it), or failed unreported."""
 
 def stats(fd: int, /) -> tuple[str | None, int, int] | None:
     """(path, items, bytes) of the stream writing to fd's file, or None."""

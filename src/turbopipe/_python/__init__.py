@@ -48,6 +48,8 @@ def _conclude() -> None:
     exporter's code) and join the workers that exited."""
     for item in engine.take_finished():
         item.view.release()
+        if item.holding:  # a failed item's own descriptor, held until reported
+            fdio.release_descriptor(item.descriptor)
     engine.join_exited_workers()
 
 
@@ -62,7 +64,8 @@ def _to_fd(fd: Any) -> int:
 def submit(
     data: Any,
     fd: int,
-    key: object,
+    key: object | None,
+    root: object,
     chunk: int,
     pipe_size: int,
     vmsplice: bool | str,
@@ -78,6 +81,8 @@ def submit(
     try:
         if not view.c_contiguous:
             raise ValueError("data must be C-contiguous")
+        if "O" in view.format:
+            raise TypeError("data holds Python object pointers (format 'O'), not bytes")
         if view.ndim != 1 or view.itemsize != 1:
             shaped = view
             view = view.cast("B") if view.nbytes else memoryview(b"")  # cast refuses 0 in shape
@@ -89,7 +94,7 @@ def submit(
         # vmsplice=True items are write()n: they never take the relay, as in the native
         # engine.
         options = WriteOptions(chunk, pipe_size, relay and vmsplice is not True)
-        item = Item(view, fd, file, key, options)
+        item = Item(view, fd, file, key, root, options)
         if not engine.submit(fd, item):  # its stream has no descriptor to share
             try:
                 item.file = fdio.capture_descriptor(fd, made)
@@ -105,9 +110,9 @@ def submit(
         _conclude()
 
 
-def wait_key(key: object) -> None:
+def wait_root(root: object) -> None:
     try:
-        engine.wait_key(key)
+        engine.wait_root(root)
     finally:
         _conclude()
 
@@ -147,5 +152,5 @@ def stats(fd: int) -> tuple[str | None, int, int] | None:
     return engine.stats(fd, fdio.identify_descriptor(fd))
 
 
-def busy(key: object) -> bool:
-    return engine.busy(key)
+def busy(root: object) -> bool:
+    return engine.busy(root)

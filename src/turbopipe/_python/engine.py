@@ -15,7 +15,7 @@ import ctypes
 import errno
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .._errors import write_failed
 from . import fdio
@@ -29,11 +29,18 @@ IDLE_EXIT = 2.0
 
 class Item:
     __slots__ = (
-        "descriptor", "fd", "file", "key", "options", "order", "queued", "shared", "view"
+        "descriptor", "fd", "file", "holding", "key", "options", "order", "queued", "root",
+        "shared", "view",
     )  # fmt: skip
 
     def __init__(
-        self, view: memoryview, fd: int, file: Descriptor, key: object, options: WriteOptions
+        self,
+        view: memoryview,
+        fd: int,
+        file: Descriptor,
+        key: object,
+        root: object,
+        options: WriteOptions,
     ) -> None:
         self.view = view
         # From capture_descriptor, the engine closes it; or -1: the engine takes its
@@ -41,11 +48,15 @@ class Item:
         self.descriptor = -1
         self.fd = fd  # the caller's number for it, for messages
         self.file = file  # what the fd named at submission
-        self.key = key  # identity that wait_key() waits on
+        self.key = key  # identity that submit() serializes on; None for none
+        self.root = root  # identity that wait_root() waits on: whose memory it is
         self.options = options
         self.order = 0  # set by submit: the items before it have lower ones
         self.shared = False  # set by submit: descriptor is its stream's
         self.queued = False  # set by submit once the item is the engine's
+        # Set by a failure: descriptor stays open until the failure is reported (see
+        # engine.hpp's Failure), then the binding closes it.
+        self.holding = False
 
 
 class Failure:
@@ -57,8 +68,8 @@ class Failure:
         self.dropped = len(dropped)  # queued items behind it that were never written
         self.items = [item, *dropped]  # the failing and the dropped, finished when reported
 
-    def holds(self, key: object) -> bool:
-        return any(item.key is key for item in self.items)
+    def holds(self, root: object) -> bool:
+        return _holds(self.items, root)
 
 
 class Stream:
@@ -72,6 +83,7 @@ class Stream:
         self.descriptor_users = 0
         self.writing = False
         self.writing_order = 0  # the order of the item being written
+        self.current: Item | None = None  # the item being written
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: Failure | None = None
@@ -118,7 +130,7 @@ class Engine:
                 stream = self._streams.get(file)
                 if stream is not None and stream.failure is not None:
                     return True
-                if id(item.key) in self._active_keys:
+                if item.key is not None and id(item.key) in self._active_keys:
                     return False
                 return stream is None or len(stream.queue) < QUEUE_LIMIT
 
@@ -151,7 +163,8 @@ class Engine:
             self._next_order += 1
             key_id = id(item.key)
             try:
-                self._active_keys.add(key_id)
+                if item.key is not None:
+                    self._active_keys.add(key_id)
                 stream.queue.append(item)
             finally:
                 # The append is the commit, whatever a signal handler's exception (Ctrl-C)
@@ -165,15 +178,15 @@ class Engine:
                 if item.queued:
                     item.shared = item.descriptor == stream.descriptor
                     stream.descriptor_users += item.shared
-                else:
+                elif item.key is not None:
                     self._active_keys.discard(key_id)
             stream.wake.notify()
         return True
 
-    def wait_key(self, key: object) -> None:
+    def wait_root(self, root: object) -> None:
         with self.lock:
-            self._wait_for_progress(lambda: id(key) not in self._active_keys)
-            self._raise_failure(self._failed_stream(lambda f: f.holds(key)))
+            self._wait_for_progress(lambda: not self._writing_root(root))
+            self._raise_failure(self._failed_stream(lambda f: f.holds(root)))
 
     # wait_fd and wait_all wait for the items submitted before mark(), not for those other
     # threads submit meanwhile (else they could wait for ever).
@@ -225,14 +238,14 @@ class Engine:
             stream = self._stream_of(fd, file)
             return None if stream is None else stream.stats
 
-    def busy(self, key: object) -> bool:
-        """Whether the engine holds key's item: queued, being written, finished but not
-        taken yet (take_finished), or in an unreported failure."""
+    def busy(self, root: object) -> bool:
+        """Whether the engine holds an item of root's: queued, being written, finished but
+        not taken yet (take_finished), or in an unreported failure."""
         with self.lock:
             held = (
-                id(key) in self._active_keys
-                or any(item.key is key for item in self._finished)
-                or self._failed_stream(lambda f: f.holds(key)) is not None
+                self._writing_root(root)
+                or _holds(self._finished, root)
+                or self._failed_stream(lambda f: f.holds(root)) is not None
             )
         return held
 
@@ -271,6 +284,7 @@ class Engine:
         item = stream.queue.popleft()
         stream.writing = True
         stream.writing_order = item.order
+        stream.current = item
         relay = stream.relay if stream.relay.is_open() else None
 
         self.lock.release()
@@ -278,7 +292,7 @@ class Engine:
             written, error, path = fdio.write_item(
                 item.descriptor, item.file, item.view, item.options, relay
             )
-            if not item.shared:
+            if not item.shared and not error:
                 fdio.release_descriptor(item.descriptor)
         finally:
             self.lock.acquire()
@@ -289,17 +303,21 @@ class Engine:
             self._close_unlocked([last])
 
         stream.writing = False
-        self._active_keys.discard(id(item.key))
+        stream.current = None
+        if item.key is not None:
+            self._active_keys.discard(id(item.key))
         _, items, total = stream.stats
         stream.stats = (path, items + (not error), total + written)
         if not error:
             self._finished.append(item)
         else:
             dropped, stream.queue = list(stream.queue), deque()
+            item.holding = not item.shared
             stream.failure = Failure(item, error, written, dropped)
             closing = []
             for lost in dropped:
-                self._active_keys.discard(id(lost.key))
+                if lost.key is not None:
+                    self._active_keys.discard(id(lost.key))
                 descriptor = _let_go(stream, lost)
                 if descriptor >= 0:
                     closing.append(descriptor)
@@ -317,6 +335,16 @@ class Engine:
                 fdio.release_descriptor(descriptor)
         finally:
             self.lock.acquire()
+
+    def _writing_root(self, root: object) -> bool:
+        """Whether an item of root's is queued or being written (the native engine keeps
+        a multiset of them; a scan here leaves a Ctrl-C nothing to undo)."""
+        for stream in self._streams.values():
+            if stream.current is not None and stream.current.root is root:
+                return True
+            if _holds(stream.queue, root):
+                return True
+        return False
 
     def _wait_for_progress(self, ready: Callable[[], bool]) -> None:
         while not ready():
@@ -364,6 +392,10 @@ class Engine:
         for fd in [fd for fd, file in self._files.items() if file not in self._streams]:
             del self._files[fd]
         return removed
+
+
+def _holds(items: Iterable[Item], root: object) -> bool:
+    return any(item.root is root for item in items)
 
 
 def _sharing(stream: Stream, item: Item) -> bool:
