@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from turbopipe import benchmark
+import turbopipe
+from turbopipe import benchmark, cli
 from turbopipe.cli import build_parser, main
+from turbopipe.ffmpeg import find_ffmpeg
 
 
 def test_demo_writes_a_playable_video(
@@ -129,3 +134,123 @@ def test_ffmpeg_failures_are_told_without_a_traceback(
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("turbopipe demo: ") and said in err and "Traceback" not in err
+
+
+def test_demo_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for default in ("turbopipe-demo.mp4", "1280", "720", "60", "5", "libx264", "auto"):
+        assert f"(default: {default})" in shown, default
+    assert "(default: None)" not in shown and "(default: False)" not in shown
+
+
+def hide(monkeypatch: pytest.MonkeyPatch, *modules: str, ffmpeg: bool = False) -> None:
+    """Make modules unimportable, and FFmpeg unfindable when ffmpeg is true."""
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
+    if ffmpeg:
+        monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+        monkeypatch.setenv("PATH", "")
+        monkeypatch.delenv("TURBOPIPE_FFMPEG", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "hidden", "said"),
+    [
+        (["demo"], ["moderngl", "ffmpeg"], "turbopipe demo needs moderngl and imageio-ffmpeg "
+         "(or an ffmpeg on PATH): pip install 'turbopipe[moderngl,ffmpeg]'"),
+        (["demo", "--seconds", "1"], ["moderngl"],
+         "turbopipe demo needs moderngl: pip install 'turbopipe[moderngl]'"),
+        (["demo"], ["ffmpeg"], "turbopipe demo needs imageio-ffmpeg (or an ffmpeg on PATH): "
+         "pip install 'turbopipe[ffmpeg]'"),
+        (["benchmark"], ["moderngl", "numpy", "ffmpeg"], "turbopipe benchmark needs moderngl, "
+         "numpy and imageio-ffmpeg (or an ffmpeg on PATH): pip install 'turbopipe[moderngl,"
+         "ffmpeg]' numpy"),
+        (["benchmark"], ["numpy"], "turbopipe benchmark needs numpy: pip install numpy"),
+        (["benchmark", "--writer"], ["numpy", "moderngl"],
+         "turbopipe benchmark needs moderngl: pip install 'turbopipe[moderngl]'"),
+    ],
+)  # fmt: skip
+def test_a_missing_extra_is_one_line_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    hidden: list[str],
+    said: str,
+) -> None:
+    hide(monkeypatch, *[name for name in hidden if name != "ffmpeg"], ffmpeg="ffmpeg" in hidden)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == said + "\n"
+
+
+def test_no_gl_context_is_told_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import moderngl
+
+    def refuse(**kwargs: object) -> None:
+        raise Exception(f"no display for {kwargs.get('backend', 'the default')}\ndetails")
+
+    monkeypatch.setattr(moderngl, "create_standalone_context", refuse)
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--output", str(tmp_path / "demo.mp4"), "--no-progress"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "turbopipe demo: no OpenGL 3.3 context: EGL: no display for egl; the default backend: "
+        "no display for the default\n"
+    )
+    assert not (tmp_path / "demo.mp4").exists()
+
+
+def info_lines(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    parts = dict(line.split(":", 1) for line in lines)
+    assert list(parts) == ["turbopipe", "engine", "python", "system", "vmsplice",
+                           "pipe-max-size", "ffmpeg", "gl"]  # fmt: skip
+    return {name: text.strip() for name, text in parts.items()}
+
+
+def test_info_reports_each_part(
+    capsys: pytest.CaptureFixture[str], ffmpeg_exe: str, gl_context: Any
+) -> None:
+    info = info_lines(capsys)
+    assert info["turbopipe"].startswith(f"{turbopipe.__version__} (")
+    assert info["engine"] == f"{turbopipe.ENGINE}: {turbopipe._api.ENGINE_REASON}"
+    assert info["python"].startswith(platform.python_version())
+    assert info["system"].startswith(platform.system())
+    assert info["vmsplice"] == "works (the native engine's zero-copy into FFmpeg)"
+    size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert info["pipe-max-size"].startswith(f"{size} bytes")
+    assert info["ffmpeg"].startswith(f"{find_ffmpeg()} (ffmpeg version ")
+    assert info["gl"].startswith(f"{gl_context.info['GL_RENDERER']}, OpenGL ")
+    assert info["gl"].endswith("(EGL, headless)")
+
+
+def test_info_says_what_is_missing_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hide(monkeypatch, "moderngl", ffmpeg=True)
+
+    def broken() -> str:
+        raise OSError("no uname\nmore")
+
+    monkeypatch.setattr(cli, "_system", broken)
+    info = info_lines(capsys)
+    assert info["system"] == "unknown (OSError: no uname)"
+    assert info["ffmpeg"] == "not found: pip install 'turbopipe[ffmpeg]', or put ffmpeg on PATH"
+    assert info["gl"] == "unknown (moderngl is not installed: pip install 'turbopipe[moderngl]')"
+    assert info["engine"].startswith(turbopipe.ENGINE)
+
+
+def test_python_m_turbopipe_info() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "turbopipe", "info"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"turbopipe:     {turbopipe.__version__} (")
+    assert len(result.stdout.splitlines()) == 8

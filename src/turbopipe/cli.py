@@ -1,17 +1,37 @@
-"""Command line: ``python -m turbopipe demo`` and ``python -m turbopipe benchmark``."""
+"""Command line: ``turbopipe demo``, ``turbopipe benchmark`` and ``turbopipe info`` (also as
+``python -m turbopipe ...``)."""
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
+import importlib.util
 import math
+import os
+import platform
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, benchmark
+from . import __version__, _api, benchmark
 from ._api import ENGINE
-from .ffmpeg import FFmpegError, find_ffmpeg
+from .ffmpeg import ENV_VAR, FFmpegNotFoundError, find_ffmpeg
+
+# The extra that brings each package a subcommand imports (None: a plain package).
+_EXTRAS = {"moderngl": "moderngl", "imageio-ffmpeg": "ffmpeg", "numpy": None}
+
+
+class _Defaults(argparse.HelpFormatter):
+    """Help that shows each option's default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def _list_of(allowed: Sequence[str]) -> Callable[[str], list[str]]:
@@ -50,7 +70,11 @@ def _numbers(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="turbopipe", description="TurboPipe tools.")
+    parser = argparse.ArgumentParser(
+        prog="turbopipe",
+        description="TurboPipe tools. demo needs the moderngl and ffmpeg extras, benchmark those "
+        "and numpy, info nothing.",
+    )
     parser.add_argument("--version", action="version", version=f"turbopipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -117,36 +141,84 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser(
-        "demo", help="render an animated shader headlessly into a video through VideoWriter"
+        "demo",
+        help="render an animated shader headlessly into a video through VideoWriter",
+        description="Render an animated plasma shader headlessly (EGL: Mesa's llvmpipe without "
+        "a GPU) and encode it through VideoWriter: each frame converted to YUV on the GPU or "
+        "in FFmpeg, piped by turbopipe into FFmpeg. The yellow bar at the top of the video "
+        "shows that it is the right way up. Needs moderngl and FFmpeg (the moderngl and "
+        "ffmpeg extras).",
+        formatter_class=_Defaults,
     )
-    demo.add_argument("--output", default="turbopipe-demo.mp4", help="default turbopipe-demo.mp4")
-    demo.add_argument("--width", type=_positive(int), default=1280)
-    demo.add_argument("--height", type=_positive(int), default=720)
-    demo.add_argument("--fps", type=_positive(float), default=60)
-    demo.add_argument("--seconds", type=_positive(float), default=5)
-    demo.add_argument("--codec", default="libx264", help="FFmpeg encoder (default libx264)")
+    demo.add_argument("--output", default="turbopipe-demo.mp4", help="the video to write")
+    demo.add_argument("--width", type=_positive(int), default=1280, help="pixels")
+    demo.add_argument("--height", type=_positive(int), default=720, help="pixels")
+    demo.add_argument("--fps", type=_positive(float), default=60, help="frames per second")
+    demo.add_argument("--seconds", type=_positive(float), default=5, help="the video's length")
+    demo.add_argument("--codec", default="libx264", help="FFmpeg encoder")
     demo.add_argument(
         "--convert",
         choices=["auto", "gpu", "ffmpeg"],
         default="auto",
-        help="RGB to YUV on the GPU or in FFmpeg (auto: GPU unless software GL)",
+        help="RGB to YUV on the GPU or in FFmpeg (auto: the GPU unless GL is software)",
     )
-    demo.add_argument("--ffmpeg", default=None, help="FFmpeg binary (default: searched)")
+    demo.add_argument(
+        "--ffmpeg", help="FFmpeg binary (default: TURBOPIPE_FFMPEG, PATH, then imageio-ffmpeg)"
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    commands.add_parser(
+        "info",
+        help="print the version, engine, platform features, FFmpeg and GL renderer",
+        description="What turbopipe finds on this machine, for bug reports: its version, the "
+        "engine and why, the platform's features, the FFmpeg it would run and the GL renderer "
+        "of a headless context. Needs no extra.",
+    )
     return parser  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    run = {"benchmark": run_benchmark, "demo": run_demo}[args.command]
+    if args.command == "info":
+        return run_info()
     if args.command == "benchmark":
         _check_benchmark_args(parser, args)
+    run = {"benchmark": run_benchmark, "demo": run_demo}[args.command]
     try:
+        missing = _missing(args)
+        if missing:
+            parser.exit(1, f"{missing}\n")
         return run(args)
-    # FFmpeg missing or failing, an unwritable output, a size the GPU conversion refuses
-    except (FFmpegError, OSError, ValueError) as error:
+    # FFmpeg missing or failing, no GL context, an unwritable output, a size the GPU
+    # conversion refuses
+    except (RuntimeError, OSError, ValueError) as error:
         parser.exit(1, f"turbopipe {args.command}: {error}\n")
+
+
+def _missing(args: argparse.Namespace) -> str | None:
+    """One line saying what the command needs and how to install it, or None if nothing
+    is missing. An FFmpeg given by --ffmpeg or TURBOPIPE_FFMPEG is checked by the run."""
+    needs = ["moderngl"] if args.command == "demo" or args.writer else ["moderngl", "numpy"]
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    without_ffmpeg = False
+    try:
+        find_ffmpeg(args.ffmpeg)
+    except FFmpegNotFoundError:
+        without_ffmpeg = not (args.ffmpeg or os.environ.get(ENV_VAR))
+    if without_ffmpeg:
+        missing.append("imageio-ffmpeg")
+    if not missing:
+        return None
+    extras = [extra for extra in map(_EXTRAS.get, missing) if extra]
+    command = ["pip", "install"]
+    if extras:
+        command.append(f"'turbopipe[{','.join(extras)}]'")
+    command += [name for name in missing if not _EXTRAS[name]]
+    names = " and ".join([", ".join(missing[:-1]), missing[-1]] if missing[1:] else missing)
+    if without_ffmpeg:
+        names += " (or an ffmpeg on PATH)"
+    return f"turbopipe {args.command} needs {names}: {' '.join(command)}"
 
 
 def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -215,3 +287,105 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{result.frames} frames in {result.seconds:.2f} s: {result.fps:.1f} fps "
           f"({args.width}x{args.height}, {args.codec}, renderer {result.renderer})")  # fmt: skip
     return 0
+
+
+def run_info() -> int:
+    """Print one line per part; a part missing or failing says so on its line."""
+    parts: list[tuple[str, Callable[[], str]]] = [
+        ("turbopipe", lambda: f"{__version__} ({Path(__file__).parent})"),
+        ("engine", lambda: f"{ENGINE}: {_api.ENGINE_REASON}"),
+        ("python", lambda: f"{platform.python_version()} {platform.python_implementation()} "
+                           f"({sys.executable})"),
+        ("system", _system),
+        ("vmsplice", _vmsplice),
+        ("pipe-max-size", _pipe_max_size),
+        ("ffmpeg", _ffmpeg),
+        ("gl", _gl),
+    ]  # fmt: skip
+    for name, describe in parts:
+        try:
+            text = describe()
+        except Exception as error:
+            text = f"unknown ({type(error).__name__}: {_first_line(error)})"
+        print(f"{name + ':':<15}{text}", flush=True)
+    return 0
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _system() -> str:
+    text = f"{platform.system()} {platform.release()} {platform.machine()}"
+    libc, version = platform.libc_ver()
+    return f"{text}, {libc} {version}" if libc else text
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
+
+
+def _vmsplice() -> str:
+    """Whether the kernel takes a vmsplice: tried on a pipe of our own."""
+    if not sys.platform.startswith("linux"):
+        return "no (Linux only)"
+    try:
+        call = ctypes.CDLL(None, use_errno=True).vmsplice
+    except AttributeError:
+        return "no (not in the C library)"
+    data = ctypes.create_string_buffer(b"turbopipe", 9)
+    span = _Iovec(ctypes.addressof(data), 9)
+    read_end, write_end = os.pipe()
+    try:
+        moved = call(write_end, ctypes.byref(span), 1, 0)
+        if moved < 0:
+            code = ctypes.get_errno()
+            return f"no (refused: {errno.errorcode.get(code, code)})"
+        if os.read(read_end, 9) != data.raw[:moved]:
+            return "no (the pipe returned other bytes)"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    use = "the native engine's zero-copy into FFmpeg" if ENGINE == "native" else (
+        "but the Python engine does not use it"
+    )  # fmt: skip
+    return f"works ({use})"
+
+
+def _pipe_max_size() -> str:
+    try:
+        size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    except FileNotFoundError:
+        return "unknown (no /proc/sys/fs/pipe-max-size: pipes keep their size)"
+    return f"{size} bytes ({size >> 10} KiB): pipe_size above it is capped"
+
+
+def _ffmpeg() -> str:
+    try:
+        path = find_ffmpeg()
+    except FFmpegNotFoundError:
+        return "not found: pip install 'turbopipe[ffmpeg]', or put ffmpeg on PATH"
+    try:
+        said = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{path} (does not run: {_first_line(error)})"
+    version = said.stdout.splitlines()[0] if said.stdout.strip() else f"status {said.returncode}"
+    return f"{path} ({version})"
+
+
+def _gl() -> str:
+    if importlib.util.find_spec("moderngl") is None:
+        return "unknown (moderngl is not installed: pip install 'turbopipe[moderngl]')"
+    import moderngl
+
+    from .demo import standalone_context
+
+    try:
+        ctx, backend = standalone_context(moderngl)
+    except RuntimeError as error:
+        return f"none ({error})"
+    try:
+        return f"{ctx.info['GL_RENDERER']}, OpenGL {ctx.info['GL_VERSION']} ({backend})"
+    finally:
+        ctx.release()

@@ -82,7 +82,7 @@ def render_demo(
     """Render ``seconds`` of the demo shader into ``output``; returns what was achieved."""
     import moderngl
 
-    ctx = _standalone_context(moderngl)
+    ctx, _ = standalone_context(moderngl)
     try:
         scene = Scene(ctx, width, height)
         frames = max(1, round(seconds * fps))
@@ -99,9 +99,21 @@ def render_demo(
         ctx.release()
 
 
-def _standalone_context(moderngl: Any) -> Any:
-    """A headless context: EGL where available (no display needed), else the default."""
+def standalone_context(moderngl: Any) -> tuple[Any, str]:
+    """A headless context, and how it was made: EGL where available (no display needed),
+    else moderngl's default. Raises RuntimeError saying why neither works."""
     try:
-        return moderngl.create_standalone_context(backend="egl")
-    except Exception:
-        return moderngl.create_standalone_context()
+        return moderngl.create_standalone_context(backend="egl"), "EGL, headless"
+    except Exception as error:
+        egl = _first_line(error)
+    try:
+        return moderngl.create_standalone_context(), "the default backend"
+    except Exception as error:
+        raise RuntimeError(
+            f"no OpenGL 3.3 context: EGL: {egl}; the default backend: {_first_line(error)}"
+        ) from error
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +38,20 @@ class FFmpegError(RuntimeError):
     def __str__(self) -> str:
         said = f"\nFFmpeg said:\n{self.stderr_tail}" if self.stderr_tail else ""
         return f"{self.args[0]}\ncommand: {' '.join(self.argv)}{said}"
+
+
+def ended(returncode: int | None) -> str:
+    """How a process ended, from its return code: "failed with status 1", or "was killed
+    by SIGKILL (status -9)" for the negated signal number subprocess reports."""
+    if returncode is None:
+        return "is still running"
+    if returncode >= 0:
+        return f"failed with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name} (status {returncode})"
 
 
 def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
@@ -124,7 +139,7 @@ class FFmpegProcess:
             raise self._error(f"FFmpeg did not finish within {timeout} s") from None
         self._drain.join(timeout=5)
         if self._process.returncode != 0:
-            raise self._error(f"FFmpeg failed with status {self._process.returncode}")
+            raise self._error(f"FFmpeg {ended(self._process.returncode)}")
 
     def died(self, timeout: float = 5.0) -> FFmpegError:
         """The error to raise after a write to FFmpeg failed: waits briefly for its exit."""
@@ -139,7 +154,7 @@ class FFmpegProcess:
                 "FFmpeg exited with status 0 before reading every frame, as -frames:v or -t"
                 " among its arguments make it"
             )
-        return self._error(f"FFmpeg stopped reading (status {self._process.returncode})")
+        return self._error(f"FFmpeg stopped reading: it {ended(self._process.returncode)}")
 
     def kill(self) -> None:
         if self._process.poll() is None:
