@@ -8,6 +8,7 @@ import mmap
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,31 @@ def test_buffer_kinds(make_pipe: type[Pipe], kind: str) -> None:
     turbopipe.pipe(data, pipe.fd)
     turbopipe.sync(data)
     assert pipe.finish() == expected
+
+
+class Exporter:
+    """A Python class exporting a buffer (PEP 688, Python 3.12+)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+    def __buffer__(self, flags: int) -> memoryview:
+        return self.view
+
+    def __release_buffer__(self, view: memoryview) -> None:
+        view.release()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ is Python 3.12's (PEP 688)")
+def test_a_python_class_exporting_a_buffer(make_pipe: type[Pipe]) -> None:
+    raw = bytearray(os.urandom(MiB))
+    pipe = make_pipe()
+    exporter = Exporter(memoryview(raw))
+    turbopipe.pipe(exporter, pipe.fd)
+    turbopipe.sync(exporter)
+    assert pipe.finish() == md5(raw)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        turbopipe.pipe(Exporter(memoryview(raw)[::2]), 1)
 
 
 def test_several_files_from_several_threads(make_pipe: type[Pipe]) -> None:

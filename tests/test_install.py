@@ -73,8 +73,13 @@ def run(argv: list[str | Path], env: dict[str, str], cwd: Path) -> str:
 
 
 def venv(where: Path, env: dict[str, str]) -> Path:
-    """A fresh venv; its python."""
-    run([sys.executable, "-m", "venv", where], env, where.parent)
+    """A fresh venv of this Python; its python."""
+    return venv_of(Path(sys.executable), where, env)
+
+
+def venv_of(python: Path, where: Path, env: dict[str, str]) -> Path:
+    """A fresh venv of `python`; its python."""
+    run([python, "-m", "venv", where], env, where.parent)
     return where / "bin" / "python"
 
 
@@ -141,3 +146,35 @@ def test_the_sdist_without_a_compiler_installs_the_python_engine(
     info = run([python, "-m", "turbopipe", "info"], machine, tmp_path)
     assert "engine:        python: the native engine is not installed" in info
     without_extras(python, machine, tmp_path)
+
+
+def pythons_from_3_12() -> list[Path]:
+    """Interpreters of Python 3.12 and later found here (on PATH, or installed by pyenv),
+    one per version, oldest first."""
+    found: dict[str, Path] = {}
+    for minor in range(12, 20):
+        candidates = [shutil.which(f"python3.{minor}")]
+        candidates += sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/python3"))
+        for candidate in filter(None, candidates):
+            done = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[1])"],
+                                  capture_output=True, text=True)  # fmt: skip
+            if done.returncode == 0 and done.stdout.strip() == str(minor):
+                found.setdefault(str(minor), Path(candidate))
+    return list(found.values())
+
+
+def test_one_abi3_wheel_serves_every_python_from_3_12(
+    tmp_path: Path, machine: dict[str, str]
+) -> None:
+    pythons = pythons_from_3_12()
+    if not pythons:
+        pytest.skip("no Python 3.12 or later here to build the abi3 wheel with")
+    dist = tmp_path / "dist"
+    builder = {**os.environ, "PYTHON": str(pythons[0])}
+    run([ROOT / "tools" / "build_wheels.sh", dist], builder, ROOT)
+    (wheel,) = dist.glob("turbopipe-*.whl")
+    assert re.search(r"-cp312-abi3-manylinux_2_\d+_(x86_64|aarch64)\.whl$", wheel.name)
+    # Installed on the newest Python here: not the one it was built with, if there are two.
+    python = venv_of(pythons[-1], tmp_path / "venv", machine)
+    run([python, "-m", "pip", "install", "--no-index", wheel], machine, tmp_path)
+    assert "native engine, 8 MiB piped intact" in run([python, SMOKE, "native"], machine, tmp_path)

@@ -307,7 +307,7 @@ int add_constants(PyObject* core) {
             Py_DECREF(refused);
             return -1;
         }
-        PyTuple_SET_ITEM(refused, Py_ssize_t(i), error);
+        PyTuple_SetItem(refused, Py_ssize_t(i), error);  // steals error; cannot fail here
     }
     if (PyModule_AddObject(core, "SPLICE_REFUSED", refused) < 0) {
         Py_DECREF(refused);

@@ -72,10 +72,11 @@ def submit(
     relay: bool,
 ) -> None:
     fd = _to_fd(fd)
-    # Exported from data itself, as the native engine does: a memoryview piped is then
-    # held too (its release() raises BufferError until the item is written), where
-    # memoryview(data) would only share its buffer.
-    view = memoryview(pickle.PickleBuffer(data))
+    # Exported from data itself, as the native engine does. A memoryview through a
+    # PickleBuffer: it is then held too (its release() raises BufferError until the item
+    # is written), where memoryview(data) would only share its buffer. Anything else
+    # directly: a PickleBuffer refuses classes with __buffer__ (PEP 688) on Python 3.12+.
+    view = memoryview(pickle.PickleBuffer(data) if type(data) is memoryview else data)
     made: list[int] = []  # the duplicate captured for the item, if any
     item: Item | None = None
     try:
