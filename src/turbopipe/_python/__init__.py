@@ -2,10 +2,10 @@
 
 Its files mirror the native ones: this module is the binding (src/native/binding.cpp),
 turning Python objects into items and failures into OSErrors, with the same calls (see
-turbopipe/_core.pyi); ``engine`` is engine.hpp/.cpp, ``fdio`` is fdio.hpp/.cpp. One queue
-and one daemon thread per file, the items written with ``os.write`` straight from a
-memoryview of the caller's buffer, the export released by the next call that finishes on a
-caller's thread. It serves when the extension is missing or ``TURBOPIPE_ENGINE=python``.
+turbopipe/_core.pyi); ``engine`` is engine.hpp/.cpp, ``fdio`` is fdio.hpp and its files.
+One queue and one daemon thread per file, the items written with ``os.write`` straight from
+a memoryview of the caller's buffer, the export released by the next call that finishes on
+a caller's thread. It serves when the extension is missing or ``TURBOPIPE_ENGINE=python``.
 It has no kernel zero-copy: items asked ``vmsplice=True`` are written directly, without the
 relay, as the native engine's are when it cannot splice, and ``vmsplice="auto"`` takes the
 relay, as the native engine does for a reader it does not know. The relay needs

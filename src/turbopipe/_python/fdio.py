@@ -1,8 +1,8 @@
 """Platform I/O on file descriptors: every system call the Python engine makes lives here.
 
-The native engine's src/native/fdio.hpp and fdio.cpp, in Python, but for what the Python
-engine does not do: vmsplice (it has no kernel zero-copy) and the scan of /proc that
-decides it. Errors are raised as OSError.
+The native engine's src/native/fdio.hpp in Python (held.cpp, fdio.cpp and splice.cpp in one
+file), but for what the Python engine does not do: vmsplice (it has no kernel zero-copy)
+and the scan of /proc that decides it (readers.cpp). Errors are raised as OSError.
 """
 
 from __future__ import annotations
