@@ -6,6 +6,9 @@ no descriptor that would keep the parent's reader waiting."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -96,6 +99,41 @@ def test_interpreter_exit_flushes_queued_writes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == b"".join(bytes([i]) * (1 << 20) for i in range(20))
+
+
+# A program whose flush at exit waits: nobody reads its pipe. A SIGTERM handler exits 143.
+_STALLED_AT_EXIT = """
+import os, signal, sys, turbopipe
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+read_fd, write_fd = os.pipe()
+for _ in range(3):
+    turbopipe.pipe(bytes(4 << 20), write_fd)
+"""
+
+
+@pytest.mark.parametrize(("sent", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_flush_at_exit_says_what_it_lost(
+    engine: str, sent: signal.Signals, status: int
+) -> None:
+    """The flush at exit says what it waits for; interrupted, it says what was not written
+    and the process ends with a non-zero status, never 0 as if nothing were lost."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _STALLED_AT_EXIT], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TURBOPIPE_ENGINE": engine},
+    ) as process:  # fmt: skip
+        assert process.stderr is not None
+        stuck = threading.Timer(30, process.kill)  # a flush that says nothing waits for ever
+        stuck.start()
+        said = [process.stderr.readline() for _ in range(2)]  # the notice, after 2 s
+        process.send_signal(sent)
+        said += process.stderr.readlines()
+        stuck.cancel()
+        assert process.wait(timeout=30) == status, said
+    assert said[0].startswith("turbopipe: at exit, waiting to write: fd ")
+    assert said[0].endswith(", 3 items (12582912 bytes)\n")
+    assert said[1] == "turbopipe: Ctrl-C abandons them, and exits with status 130\n"
+    lost = [line for line in said if "exit interrupted" in line]
+    assert len(lost) == 1 and lost[0].endswith(", 3 items (12582912 bytes)\n"), said
 
 
 def test_fork_with_writes_queued(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <iterator>
 #include <new>
+#include <vector>
 
 #include "engine.hpp"
 
@@ -280,6 +281,26 @@ PyObject* stats(PyObject*, PyObject* arg) {
                          static_cast<unsigned long long>(stats.bytes));
 }
 
+PyObject* pending(PyObject*, PyObject*) {
+    std::vector<turbopipe::Pending> streams;
+    Py_BEGIN_ALLOW_THREADS
+    streams = engine->pending();
+    Py_END_ALLOW_THREADS
+    PyObject* list = PyList_New(0);
+    for (const turbopipe::Pending& left : streams) {
+        PyObject* entry = list ? Py_BuildValue("(inK)", left.fd, Py_ssize_t(left.items),
+                                               static_cast<unsigned long long>(left.bytes))
+                               : nullptr;
+        if (!entry || PyList_Append(list, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(entry);
+    }
+    return list;
+}
+
 PyObject* busy(PyObject*, PyObject* root) { return PyBool_FromLong(engine->busy(key_of(root))); }
 
 PyMethodDef methods[] = {
@@ -292,6 +313,7 @@ PyMethodDef methods[] = {
     {"wait_all", wait_all, METH_NOARGS, "wait_all()\n--\n\nWait until everything queued before the call is written."},
     {"stop", stop, METH_NOARGS, "stop()\n--\n\nwait_all(), then stop idle workers."},
     {"stats", stats, METH_O, "stats(fd)\n--\n\n(path, items, bytes) of the stream writing to fd's file, or None."},
+    {"pending", pending, METH_NOARGS, "pending()\n--\n\n[(fd, items, bytes)] of the streams with items queued or being written."},
     {"busy", busy, METH_O, "busy(root)\n--\n\nWhether the engine holds an export of root's: its write queued, in "
      "progress, done but not released yet, or failed unreported."},
     {nullptr, nullptr, 0, nullptr},

@@ -210,6 +210,26 @@ std::vector<std::shared_ptr<Engine::Stream>> Engine::remove_streams(
     return removed;
 }
 
+std::vector<Pending> Engine::pending() {
+    std::vector<Pending> found;
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+        found.reserve(streams_.size());
+    } catch (const std::bad_alloc&) {
+        return found;
+    }
+    for (auto& [file, stream] : streams_) {
+        Pending left{stream->fd, stream->queue.size(), 0};
+        for (const Item& item : stream->queue) left.bytes += item.size;
+        if (stream->writing) {
+            left.items++;
+            left.bytes += stream->writing_size;
+        }
+        if (left.items) found.push_back(left);  // reserved: no allocation
+    }
+    return found;
+}
+
 bool Engine::busy(uintptr_t root) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (active_roots_.contains(root) || holds(finished_, root)) return true;
@@ -244,6 +264,7 @@ void Engine::run(Stream* stream) {
         Item& item = current.front();
         stream->writing = true;
         stream->writing_order = item.order;
+        stream->writing_size = item.size;
         Relay* relay = stream->relay.is_open() ? &stream->relay : nullptr;
         if (item.options.vmsplice == Vmsplice::Auto) {
             item.options.vmsplice = stream->readers_copy.value_or(false) ? Vmsplice::On

@@ -98,6 +98,13 @@ struct StreamStats {
     uint64_t bytes = 0;                // including those of a failed item
 };
 
+// What a stream has yet to write: its items queued or being written.
+struct Pending {
+    int fd;          // the last fd number its items came through
+    size_t items;    // queued or being written
+    uint64_t bytes;  // their sizes, the one being written whole
+};
+
 // Identities of items queued or being written, a multiset: a few dozen at most, so
 // searched in a line (no hashing, no node per identity), and erasing never allocates.
 class KeySet {
@@ -149,6 +156,10 @@ public:
     // named at its last submit); false if no stream serves it.
     bool stats(int fd, const FileId* file, StreamStats* stats);
 
+    // The streams with items queued or being written. Allocates (on the caller's thread);
+    // short of memory, some may be left out.
+    std::vector<Pending> pending();
+
     // Whether the engine holds an owner of root's: an item queued, being written, finished
     // but not taken yet (take_finished), or in an unreported failure.
     bool busy(uintptr_t root);
@@ -168,6 +179,7 @@ private:
         size_t descriptor_users = 0;
         bool writing = false;
         uint64_t writing_order = 0;  // the order of the item being written
+        size_t writing_size = 0;     // and its size
         bool stopping = false;
         bool exited = false;  // its worker returned after idling; join it if joinable
         std::optional<Failure> failure;

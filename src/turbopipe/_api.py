@@ -12,7 +12,9 @@ import atexit
 import importlib
 import operator
 import os
+import signal
 import sys
+import threading
 import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
@@ -352,4 +354,46 @@ def stats(file: int) -> Stats | None:
     return None if found is None else Stats(*found)
 
 
-atexit.register(close)
+# The flush at exit says what it waits for after this many seconds, then at this interval.
+_EXIT_NOTICE = (2.0, 10.0)
+
+
+def _say_pending(what: str) -> None:
+    for fd, items, size in _engine.pending():
+        print(f"turbopipe: {what}: fd {fd}, {items} items ({size} bytes)", file=sys.stderr)
+
+
+def _notice_waiting(signum: int, frame: object) -> None:
+    _say_pending("at exit, waiting to write")
+    print("turbopipe: Ctrl-C abandons them, and exits with status 130", file=sys.stderr)
+
+
+def _flush_at_exit() -> None:
+    """close() at interpreter exit: queued writes are flushed, never cut. A flush that waits
+    says on stderr what for; one interrupted (Ctrl-C, or a signal handler's sys.exit) says
+    what it did not write and ends the process with a non-zero status (130 for Ctrl-C, else
+    the handler's), where Python would exit as if nothing were lost."""
+    # A timer's signal, where the program has not claimed it: the waits run its handler.
+    timed = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+    )
+    if timed:
+        signal.signal(signal.SIGALRM, _notice_waiting)
+        signal.setitimer(signal.ITIMER_REAL, *_EXIT_NOTICE)
+    try:
+        close()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        code = stop.code if isinstance(stop, SystemExit) else 130
+        _say_pending("exit interrupted, not written whole")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) and code else 1)
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+atexit.register(_flush_at_exit)

@@ -40,6 +40,9 @@ def wait_all() -> None:
 def stop() -> None:
     """wait_all(), then stop idle workers."""
 
+def pending() -> list[tuple[int, int, int]]:
+    """(fd, items, bytes) of each stream with items queued or being written."""
+
 def busy(root: object, /) -> bool:
     """Whether the engine holds an export of root's: its write queued, in progress, done but
     not released yet (the next call releases it), or failed unreported."""

@@ -153,5 +153,9 @@ def stats(fd: int) -> tuple[str | None, int, int] | None:
     return engine.stats(fd, fdio.identify_descriptor(fd))
 
 
+def pending() -> list[tuple[int, int, int]]:
+    return engine.pending()
+
+
 def busy(root: object) -> bool:
     return engine.busy(root)

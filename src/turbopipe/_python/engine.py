@@ -238,6 +238,16 @@ class Engine:
             stream = self._stream_of(fd, file)
             return None if stream is None else stream.stats
 
+    def pending(self) -> list[tuple[int, int, int]]:
+        """(fd, items, bytes) of the streams with items queued or being written."""
+        found = []
+        with self.lock:
+            for stream in self._streams.values():
+                items = [*stream.queue, *([stream.current] if stream.current else [])]
+                if items:
+                    found.append((stream.fd, len(items), sum(i.view.nbytes for i in items)))
+        return found
+
     def busy(self, root: object) -> bool:
         """Whether the engine holds an item of root's: queued, being written, finished but
         not taken yet (take_finished), or in an unreported failure."""
