@@ -163,6 +163,29 @@ def test_finished_buffers_are_unmapped_by_later_calls(gl_context: moderngl.Conte
     second.release()
 
 
+@pytest.mark.parametrize("size", [64 << 10, 16 << 20])
+def test_a_buffer_released_before_its_sync_is_reported(
+    gl_context: moderngl.Context, size: int
+) -> None:
+    """Released while queued, a small buffer's freed memory may still be readable, a big
+    one's not (EFAULT): either way the next call says the bytes are undefined, once, and
+    the GL context is left without an error (the buffer is never unmapped)."""
+    read_fd, write_fd = os.pipe()
+    buffer = gl_context.buffer(os.urandom(size))
+    other = gl_context.buffer(reserve=16)
+    turbopipe.pipe(buffer, write_fd)  # the pipe is not read yet: its write waits
+    buffer.release()
+    reader = Reader(read_fd)
+    with pytest.raises(BufferError, match=r"released before sync\(buffer\).*undefined"):
+        turbopipe.sync()  # a big one's EFAULT is the context of this error
+    turbopipe.sync()  # told once
+    os.close(write_fd)
+    reader.join()
+    other.write(b"still usable" + bytes(4))
+    assert other.read()[:12] == b"still usable"
+    other.release()
+
+
 def test_calls_from_another_thread_leave_gl_mappings_alone(
     gl_context: moderngl.Context, make_pipe: type[Pipe]
 ) -> None:

@@ -64,7 +64,7 @@ class _BufferBinding:
 
 
 class _Mapping:
-    __slots__ = ("glo", "mglo", "thread", "view", "wrapper")
+    __slots__ = ("glo", "mglo", "reported", "thread", "view", "wrapper")
 
     def __init__(self, mglo: object, view: memoryview, wrapper: object | None, glo: int) -> None:
         self.mglo = mglo  # held: its id() keys the mapping
@@ -75,6 +75,12 @@ class _Mapping:
         # (an ident is reused once a thread ends) and the same on every call from a thread
         # Python did not start.
         self.thread = threading.current_thread()
+        self.reported = False  # its release while mapped was raised
+
+    def released(self) -> bool:
+        """Whether its moderngl.Buffer was released while mapped: moderngl then gives the
+        wrapper another mglo. (A bare mglo released shows nothing: it goes unseen.)"""
+        return self.wrapper is not None and self.wrapper.mglo is not self.mglo  # type: ignore[attr-defined]
 
     def unmap(self, binding: _BufferBinding) -> None:
         previous = binding.current()
@@ -83,6 +89,13 @@ class _Mapping:
             self.view.release()
         finally:
             binding.bind(previous)
+
+
+def _keep_for_ever(held: object) -> None:
+    """Keep held alive, even through the interpreter's exit: freeing a mapping's view
+    releases its export, and moderngl unmaps in that release (whatever buffer is bound
+    then)."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(held))
 
 
 class Mappings:
@@ -107,10 +120,8 @@ class Mappings:
         return None if mapping is None else mapping.view
 
     def forget(self) -> None:
-        """Let go of every record without unmapping (in a forked child). Kept alive, even
-        through the interpreter's exit: freeing a view releases its export, and moderngl
-        unmaps in its release."""
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._live))
+        """Let go of every record without unmapping (in a forked child)."""
+        _keep_for_ever(self._live)
         self._live = {}
 
     def unmap(self, mglo: object) -> None:
@@ -128,13 +139,27 @@ class Mappings:
         if len(self._live) <= (queued is not None):  # none, or only the one just piped
             return
         thread = threading.current_thread()
+        lost = []
         for mapping in list(self._live.values()):  # in the order they were mapped
             if mapping.mglo is queued or mapping.thread is not thread:
                 continue
+            released = mapping.released()
+            if released and not mapping.reported:
+                mapping.reported = True
+                lost.append(mapping)
             if not busy(mapping.mglo):
-                self.unmap(mapping.mglo)
+                if released:  # its buffer is gone: never unmapped, and kept
+                    _keep_for_ever(self._live.pop(id(mapping.mglo)))
+                else:
+                    self.unmap(mapping.mglo)
             elif not all:
-                return
+                break
+        if lost:
+            names = ", ".join(str(mapping.wrapper.glo) for mapping in lost)  # type: ignore[attr-defined]
+            raise BufferError(
+                f"moderngl buffer (glo {names}) released before sync(buffer): the bytes "
+                "written for it are undefined; release a piped buffer only after its sync"
+            )
 
     def _binding_for(self, wrapper: object | None) -> _BufferBinding:
         # GL entry points from glcontext's loader are dispatch stubs valid in any context.
