@@ -7,7 +7,6 @@
 
 #include <pthread.h>
 
-#include <cstring>
 #include <iterator>
 #include <new>
 #include <vector>
@@ -131,7 +130,18 @@ bool to_size(PyObject* object, size_t* size) {
 uintptr_t key_of(PyObject* key) { return key == Py_None ? 0 : reinterpret_cast<uintptr_t>(key); }
 
 // Whether a buffer's struct format holds Python object pointers ('O'), which are no data.
-bool holds_pointers(const char* format) { return format && std::strchr(format, 'O'); }
+// Field names, between colons ("T{i:Offset:}"), are not codes.
+bool holds_pointers(const char* format) {
+    bool in_name = false;
+    for (const char* code = format; code && *code; code++) {
+        if (*code == ':') {
+            in_name = !in_name;
+        } else if (!in_name && *code == 'O') {
+            return true;
+        }
+    }
+    return false;
+}
 
 PyObject* submit(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (nargs != 8) {

@@ -61,6 +61,12 @@ def _to_fd(fd: Any) -> int:
     return fd
 
 
+def _holds_pointers(format: str) -> bool:
+    """Whether a struct format holds Python object pointers ('O'), which are no data. Field
+    names, between colons ("T{i:Offset:}"), are not codes."""
+    return "O" in "".join(format.split(":")[::2])
+
+
 def submit(
     data: Any,
     fd: int,
@@ -82,7 +88,7 @@ def submit(
     try:
         if not view.c_contiguous:
             raise ValueError("data must be C-contiguous")
-        if "O" in view.format:
+        if _holds_pointers(view.format):
             raise TypeError("data holds Python object pointers (format 'O'), not bytes")
         if view.ndim != 1 or view.itemsize != 1:
             shaped = view
