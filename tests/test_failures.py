@@ -6,10 +6,13 @@ dies got exactly a prefix of the stream; memory that vanishes under the writer i
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
+import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,51 @@ def test_a_mapped_file_that_shrinks_while_queued_raises_efault(
     assert raised, result.stdout
     assert int(raised[1]) == errno.EFAULT
     assert f"read {raised[2]}" in result.stdout
+
+
+def refusing(kind: str) -> tuple[int, Callable[[], None]]:
+    """A descriptor of a destination that refuses every write, and how to close it."""
+    if kind == "/dev/full":
+        fd = os.open("/dev/full", os.O_WRONLY)
+        return fd, lambda: os.close(fd)
+    if kind == "sealed memfd":
+        fd = os.memfd_create("sealed", os.MFD_ALLOW_SEALING)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+        return fd, lambda: os.close(fd)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if kind == "oversized UDP":
+        udp.connect(("127.0.0.1", 9))
+    return udp.fileno(), udp.close
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "code"),
+    [("/dev/full", MiB, errno.ENOSPC), ("sealed memfd", 100, errno.EPERM),
+     ("unconnected UDP", 100, errno.EDESTADDRREQ), ("oversized UDP", 100_000, errno.EMSGSIZE)],
+)  # fmt: skip
+def test_a_destination_refusing_every_write(
+    make_pipe: type[Pipe], kind: str, size: int, code: int
+) -> None:
+    """Its errno, nothing claimed written, reported once by the next call on it; other
+    files go on."""
+    fd, close = refusing(kind)
+    try:
+        turbopipe.pipe(bytes(size), fd)
+        wait_failed(fd)
+        with pytest.raises(OSError) as raised:
+            turbopipe.pipe(bytes(size), fd)  # not queued: it reports the failure instead
+        error = raised.value
+        assert (error.errno, error.fd, error.written, error.size, error.dropped) == (  # type: ignore[attr-defined]
+            code,
+            fd,
+            0,
+            size,
+            0,
+        )
+        turbopipe.sync()  # reported once
+    finally:
+        close()
+    pipe = make_pipe()
+    turbopipe.pipe(b"others go on", pipe.fd)
+    turbopipe.sync()
+    assert pipe.finish() == md5(b"others go on")
