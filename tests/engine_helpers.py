@@ -119,8 +119,10 @@ def run_program(
     (conftest.run_with_engine); returns the CompletedProcess, its output as text."""
     path = str(PROGRAMS / name)
     argv = [path, *map(str, args)]
+    # With tests/programs/ on sys.path, as for a script run from there: they share modules.
     return run_with_engine(
-        f"import runpy\nsys.argv = {argv!r}\nrunpy.run_path({path!r}, run_name='__main__')\n",
+        f"import runpy\nsys.argv = {argv!r}\nsys.path.insert(0, {str(PROGRAMS)!r})\n"
+        f"runpy.run_path({path!r}, run_name='__main__')\n",
         env,
     )
 

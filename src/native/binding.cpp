@@ -256,21 +256,23 @@ PyObject* wait_fd(PyObject*, PyObject* arg) {
     return conclude(outcome, failure);
 }
 
+// Waits for everything queued before the call.
+Outcome wait_for_all(Failure* failure) {
+    uint64_t mark = engine->mark();
+    return wait_interruptibly(
+        [&](Deadline deadline, Failure* out) { return engine->wait_all(mark, deadline, out); },
+        failure);
+}
+
 PyObject* wait_all(PyObject*, PyObject*) {
     Failure failure;
-    uint64_t mark = engine->mark();
-    Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_all(mark, deadline, out); },
-        &failure);
+    Outcome outcome = wait_for_all(&failure);
     return conclude(outcome, failure);
 }
 
 PyObject* stop(PyObject*, PyObject*) {
     Failure failure;
-    uint64_t mark = engine->mark();
-    Outcome outcome = wait_interruptibly(
-        [&](Deadline deadline, Failure* out) { return engine->wait_all(mark, deadline, out); },
-        &failure);
+    Outcome outcome = wait_for_all(&failure);
     if (outcome != Outcome::TimedOut) {
         Py_BEGIN_ALLOW_THREADS
         engine->stop_idle_workers();

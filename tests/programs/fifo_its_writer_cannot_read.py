@@ -9,9 +9,9 @@ Prints "saw", the sorted byte values the later reader got, "child" and its exit 
 
 import contextlib
 import os
-import select
 import sys
-import time
+
+from pipe_waits import wait_full
 
 import turbopipe
 
@@ -27,15 +27,6 @@ def tell(fd: int, step: bytes) -> None:
 def hear(fd: int, step: bytes) -> None:
     heard = os.read(fd, 16)
     assert heard == step, f"heard {heard!r}, not {step!r}: the other died"
-
-
-def wait_full(write_fd: int) -> None:
-    poller = select.poll()
-    poller.register(write_fd, select.POLLOUT)
-    deadline = time.monotonic() + 10
-    while poller.poll(0):
-        assert time.monotonic() < deadline, "the pipe did not fill"
-        time.sleep(0.002)
 
 
 def child() -> None:

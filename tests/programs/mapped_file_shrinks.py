@@ -9,25 +9,15 @@ bytes the reader got.
 import json
 import mmap
 import os
-import select
 import sys
 import threading
-import time
+
+from pipe_waits import wait_full
 
 import turbopipe
 
 path, options = sys.argv[1], json.loads(sys.argv[2])
 size = 4 << 20
-
-
-def wait_full(write_fd: int) -> None:
-    """Until the pipe has no room: the engine waits in the middle of the item."""
-    poller = select.poll()
-    poller.register(write_fd, select.POLLOUT)
-    deadline = time.monotonic() + 10
-    while poller.poll(0):
-        assert time.monotonic() < deadline, "the pipe did not fill"
-        time.sleep(0.002)
 
 
 with open(path, "w+b") as file:

@@ -81,9 +81,8 @@ class Stream:
         # queued or written items hold it; -1 when none does.
         self.descriptor = -1
         self.descriptor_users = 0
-        self.writing = False
-        self.writing_order = 0  # the order of the item being written
-        self.current: Item | None = None  # the item being written
+        # The item being written (the native engine keeps its order and size instead).
+        self.current: Item | None = None
         self.stopping = False
         self.exited = False  # its worker returned after idling; join it
         self.failure: Failure | None = None
@@ -95,12 +94,16 @@ class Stream:
         )
 
     def idle(self) -> bool:
-        return not self.queue and not self.writing
+        return not self.queue and self.current is None
+
+    def unwritten(self) -> list[Item]:
+        """Its items queued or being written."""
+        return [*self.queue, *([self.current] if self.current else [])]
 
     def done_before(self, mark: int) -> bool:
         """Whether every item submitted before ``mark`` is done here."""
-        if self.writing:
-            return self.writing_order >= mark
+        if self.current is not None:
+            return self.current.order >= mark
         return not self.queue or self.queue[0].order >= mark
 
 
@@ -243,7 +246,7 @@ class Engine:
         found = []
         with self.lock:
             for stream in self._streams.values():
-                items = [*stream.queue, *([stream.current] if stream.current else [])]
+                items = stream.unwritten()
                 if items:
                     found.append((stream.fd, len(items), sum(i.view.nbytes for i in items)))
         return found
@@ -292,8 +295,6 @@ class Engine:
         if not stream.queue:
             return False  # stopping
         item = stream.queue.popleft()
-        stream.writing = True
-        stream.writing_order = item.order
         stream.current = item
         relay = stream.relay if stream.relay.is_open() else None
 
@@ -312,7 +313,6 @@ class Engine:
         if last >= 0:
             self._close_unlocked([last])
 
-        stream.writing = False
         stream.current = None
         if item.key is not None:
             self._active_keys.discard(id(item.key))
@@ -349,12 +349,7 @@ class Engine:
     def _writing_root(self, root: object) -> bool:
         """Whether an item of root's is queued or being written (the native engine keeps
         a multiset of them; a scan here leaves a Ctrl-C nothing to undo)."""
-        for stream in self._streams.values():
-            if stream.current is not None and stream.current.root is root:
-                return True
-            if _holds(stream.queue, root):
-                return True
-        return False
+        return any(_holds(stream.unwritten(), root) for stream in self._streams.values())
 
     def _wait_for_progress(self, ready: Callable[[], bool]) -> None:
         while not ready():
