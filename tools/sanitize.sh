@@ -26,7 +26,7 @@ tests=(tests/test_arguments.py tests/test_delivery.py tests/test_descriptors.py
        tests/test_failures.py tests/test_identity.py tests/test_lifecycle.py tests/test_memory.py
        tests/test_scarce_resources.py tests/test_signals.py tests/test_vmsplice.py
        tests/test_waits.py tests/test_write_paths.py tests/test_glmap.py tests/test_sequences.py
-       tests/test_zero_copy.py)
+       tests/test_zero_copy.py tests/test_yuv.py)
 
 names=()
 while [ $# -gt 0 ]; do

@@ -9,9 +9,11 @@
 
 #include <iterator>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "engine.hpp"
+#include "yuv.hpp"
 
 namespace {
 
@@ -315,6 +317,111 @@ PyObject* pending(PyObject*, PyObject*) {
 
 PyObject* busy(PyObject*, PyObject* root) { return PyBool_FromLong(engine->busy(key_of(root))); }
 
+// The frame's pixels for rgb_to_yuv: a (height, width, 3 or 4) array of bytes whose pixels
+// are contiguous (rows may be apart, or upside down: any row stride), or a C-contiguous
+// buffer of width*height*3 or *4 bytes. Sets an exception and returns false otherwise.
+bool to_rgb_frame(const Py_buffer& view, int width, int height, turbopipe::RgbFrame* frame) {
+    if (view.itemsize != 1 || holds_pointers(view.format)) {
+        PyErr_Format(PyExc_TypeError, "frame must hold bytes (uint8), not format '%s'",
+                     view.format ? view.format : "B");
+        return false;
+    }
+    frame->width = width;
+    frame->height = height;
+    Py_ssize_t pixels = Py_ssize_t(width) * height;
+    if (view.ndim == 3 && view.shape[0] == height && view.shape[1] == width &&
+        (view.shape[2] == 3 || view.shape[2] == 4) && view.strides[2] == 1 &&
+        view.strides[1] == view.shape[2]) {
+        frame->pixels = static_cast<const uint8_t*>(view.buf);
+        frame->components = int(view.shape[2]);
+        frame->stride = view.strides[0];
+        return true;
+    }
+    if (PyBuffer_IsContiguous(&view, 'C') && (view.len == 3 * pixels || view.len == 4 * pixels)) {
+        frame->pixels = static_cast<const uint8_t*>(view.buf);
+        frame->components = int(view.len / pixels);
+        frame->stride = Py_ssize_t(frame->components) * width;
+        return true;
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "frame must be (%d, %d, 3 or 4) with contiguous pixels, or %zd or %zd bytes",
+                 height, width, 3 * pixels, 4 * pixels);
+    return false;
+}
+
+bool to_yuv_layout(PyObject* name, turbopipe::YuvLayout* layout) {
+    static const std::pair<const char*, turbopipe::YuvLayout> layouts[] = {
+        {"yuv420p", turbopipe::YuvLayout::Yuv420p},
+        {"nv12", turbopipe::YuvLayout::Nv12},
+        {"yuv444p", turbopipe::YuvLayout::Yuv444p}};
+    for (const auto& [known, value] : layouts) {
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, known) == 0) {
+            *layout = value;
+            return true;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "pix_fmt must be yuv420p, nv12 or yuv444p, not %R", name);
+    return false;
+}
+
+PyObject* rgb_to_yuv(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "rgb_to_yuv(frame, out, width, height, pix_fmt, kr, kb, "
+                                         "full_range, flip, bgr)");
+        return nullptr;
+    }
+    long width = PyLong_AsLong(args[2]), height = PyLong_AsLong(args[3]);
+    double kr = PyFloat_AsDouble(args[5]), kb = PyFloat_AsDouble(args[6]);
+    int full_range = PyObject_IsTrue(args[7]), flip = PyObject_IsTrue(args[8]),
+        bgr = PyObject_IsTrue(args[9]);
+    turbopipe::YuvLayout layout;
+    if (PyErr_Occurred() || full_range < 0 || flip < 0 || bgr < 0 ||
+        !to_yuv_layout(args[4], &layout)) {
+        return nullptr;
+    }
+    if (width <= 0 || height <= 0 || width > INT32_MAX / 4 || height > INT32_MAX / 4) {
+        PyErr_Format(PyExc_ValueError, "width and height must be positive, not %ldx%ld", width,
+                     height);
+        return nullptr;
+    }
+    if (layout != turbopipe::YuvLayout::Yuv444p && (width % 2 || height % 2)) {
+        PyErr_Format(PyExc_ValueError, "%U needs an even width and height, not %ldx%ld",
+                     args[4], width, height);
+        return nullptr;
+    }
+    Py_buffer in, out;
+    if (PyObject_GetBuffer(args[0], &in, PyBUF_RECORDS_RO) < 0) return nullptr;
+    if (PyObject_GetBuffer(args[1], &out, PyBUF_RECORDS_RO) < 0) {
+        PyBuffer_Release(&in);
+        return nullptr;
+    }
+    turbopipe::RgbFrame frame{};
+    size_t size = turbopipe::yuv_frame_size(layout, int(width), int(height));
+    bool ok = to_rgb_frame(in, int(width), int(height), &frame);
+    if (ok && out.readonly) {
+        PyErr_SetString(PyExc_TypeError, "out must be writable");
+        ok = false;
+    } else if (ok && !PyBuffer_IsContiguous(&out, 'C')) {
+        PyErr_SetString(PyExc_ValueError, "out must be C-contiguous");
+        ok = false;
+    } else if (ok && size_t(out.len) != size) {
+        PyErr_Format(PyExc_ValueError, "out must be %zu bytes for %U, not %zd", size, args[4],
+                     out.len);
+        ok = false;
+    }
+    if (ok) {
+        frame.bgr = bgr != 0;
+        turbopipe::YuvEncoding encoding{kr, kb, full_range != 0};
+        Py_BEGIN_ALLOW_THREADS
+        turbopipe::rgb_to_yuv(frame, flip != 0, encoding, layout, static_cast<uint8_t*>(out.buf));
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&in);
+    if (!ok) return nullptr;
+    Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(submit)),
      METH_FASTCALL,
@@ -326,6 +433,10 @@ PyMethodDef methods[] = {
     {"stop", stop, METH_NOARGS, "stop()\n--\n\nwait_all(), then stop idle workers."},
     {"stats", stats, METH_O, "stats(fd)\n--\n\n(path, items, bytes) of the stream writing to fd's file, or None."},
     {"pending", pending, METH_NOARGS, "pending()\n--\n\n[(fd, items, bytes)] of the streams with items queued or being written."},
+    {"rgb_to_yuv", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(rgb_to_yuv)),
+     METH_FASTCALL,
+     "rgb_to_yuv(frame, out, width, height, pix_fmt, kr, kb, full_range, flip, bgr)\n--\n\n"
+     "Convert an RGB(A) frame into out, planes back to back, with the GIL released."},
     {"busy", busy, METH_O, "busy(root)\n--\n\nWhether the engine holds an export of root's: its write queued, in "
      "progress, done but not released yet, or failed unreported."},
     {nullptr, nullptr, 0, nullptr},

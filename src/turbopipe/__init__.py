@@ -4,11 +4,12 @@
 thread per file writes it, in call order, straight from the buffer's memory, without the
 GIL. ``sync`` waits for writes, ``close`` waits for all and stops the threads. A failed
 write raises the matching OSError (BrokenPipeError...) from the next call that touches its
-descriptor. ``VideoWriter`` encodes frames through an FFmpeg it runs. See the README for the
+descriptor. ``rgb_to_yuv`` converts RGB frames to the YUV layouts encoders take.
+``VideoWriter`` encodes frames through an FFmpeg it runs. See the README for the
 guarantees and the tuning knobs.
 """
 
-from ._api import ENGINE, Stats, close, done, pipe, stats, sync
+from ._api import ENGINE, Stats, close, done, pipe, rgb_to_yuv, stats, sync
 from .ffmpeg import FFmpegError, FFmpegNotFoundError
 from .writer import VideoWriter
 
@@ -24,6 +25,7 @@ __all__ = [
     "close",
     "done",
     "pipe",
+    "rgb_to_yuv",
     "stats",
     "sync",
 ]

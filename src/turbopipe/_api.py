@@ -1,4 +1,4 @@
-"""The public API's implementation: pipe, sync, done, close, stats, on one engine.
+"""The public API's implementation: pipe, sync, done, close, stats, rgb_to_yuv, on one engine.
 
 The engine is the native extension (``_core``) or the Python engine (``_python``), chosen once at
 import (TURBOPIPE_ENGINE). This module turns the public calls into engine calls: it checks
@@ -397,3 +397,41 @@ def _flush_at_exit() -> None:
 
 
 atexit.register(_flush_at_exit)
+
+
+YUV_MATRICES = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}
+"""(Kr, Kb) of each matrix: Y = Kr R + (1 - Kr - Kb) G + Kb B."""
+
+
+def rgb_to_yuv(
+    frame: Pipeable,
+    out: Buffer,
+    width: int,
+    height: int,
+    *,
+    pix_fmt: Literal["yuv420p", "nv12", "yuv444p"] = "yuv420p",
+    matrix: Literal["bt709", "bt601"] = "bt709",
+    full_range: bool = False,
+    flip: bool = False,
+    bgr: bool = False,
+) -> None:
+    """Convert an RGB or RGBA frame into ``out``, as FFmpeg's rawvideo ``pix_fmt`` lays
+    it out (planes back to back), with the GIL released.
+
+    ``frame`` is a (height, width, 3 or 4) uint8 array whose pixels are contiguous (rows
+    may be apart: a crop of a larger array), or a C-contiguous buffer of width*height*3 or
+    *4 bytes, rows top to bottom (bottom to top with ``flip``), red first (blue with
+    ``bgr``); a 4th byte is ignored. ``out`` is a writable buffer of exactly the frame's
+    size: width*height*3/2 bytes for yuv420p and nv12, *3 for yuv444p. Limited range puts Y
+    in 16..235 and U, V in 16..240; full range uses 0..255. The chroma of yuv420p and nv12
+    is the mean of each 2x2 block; they need an even width and height. The native engine
+    converts; the Python engine needs numpy.
+    """
+    try:
+        kr, kb = YUV_MATRICES[matrix]
+    except KeyError:
+        raise ValueError(f"matrix must be bt709 or bt601, not {matrix!r}") from None
+    _engine.rgb_to_yuv(
+        frame, out, operator.index(width), operator.index(height), pix_fmt, kr, kb,
+        bool(full_range), bool(flip), bool(bgr),
+    )  # fmt: skip

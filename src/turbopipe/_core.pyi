@@ -49,3 +49,18 @@ def busy(root: object, /) -> bool:
 
 def stats(fd: int, /) -> tuple[str | None, int, int] | None:
     """(path, items, bytes) of the stream writing to fd's file, or None."""
+
+def rgb_to_yuv(
+    frame: Buffer,
+    out: Buffer,
+    width: int,
+    height: int,
+    pix_fmt: str,
+    kr: float,
+    kb: float,
+    full_range: bool,
+    flip: bool,
+    bgr: bool,
+    /,
+) -> None:
+    """Convert an RGB(A) frame into out, planes back to back, with the GIL released."""

@@ -2,7 +2,8 @@
 
 Its files mirror the native ones: this module is the binding (src/native/binding.cpp),
 turning Python objects into items and failures into OSErrors, with the same calls (see
-turbopipe/_core.pyi); ``engine`` is engine.hpp/.cpp, ``fdio`` is fdio.hpp and its files.
+turbopipe/_core.pyi); ``engine`` is engine.hpp/.cpp, ``fdio`` is fdio.hpp and its files,
+``yuv`` is yuv.hpp/.cpp (with numpy).
 One queue and one daemon thread per file, the items written with ``os.write`` straight from
 a memoryview of the caller's buffer, the export released by the next call that finishes on
 a caller's thread. It serves when the extension is missing or ``TURBOPIPE_ENGINE=python``.
@@ -20,7 +21,7 @@ import pickle
 from typing import Any
 
 from .._errors import descriptor_refused
-from . import fdio
+from . import fdio, yuv
 from .engine import IDLE_EXIT, QUEUE_LIMIT, Engine, Item
 from .fdio import RELAY_MINIMUM, SPLICE_REFUSED, WriteOptions
 
@@ -165,3 +166,53 @@ def pending() -> list[tuple[int, int, int]]:
 
 def busy(root: object) -> bool:
     return engine.busy(root)
+
+
+def _rgb_pixels(view: memoryview, width: int, height: int) -> Any:
+    """The frame's pixels as a (height, width, 3 or 4) uint8 array, as rgb_to_yuv takes
+    them: pixels contiguous (any row stride), or a C-contiguous buffer of the frame's size."""
+    import numpy as np
+
+    if view.itemsize != 1 or _holds_pointers(view.format):
+        raise TypeError(f"frame must hold bytes (uint8), not format '{view.format}'")
+    pixels = width * height
+    shape, strides = view.shape or (), view.strides or ()
+    if (
+        view.ndim == 3
+        and shape[:2] == (height, width)
+        and shape[2] in (3, 4)
+        and strides[1:] == (shape[2], 1)
+    ):
+        return np.asarray(view).view(np.uint8)
+    if view.c_contiguous and view.nbytes in (3 * pixels, 4 * pixels):
+        flat = np.frombuffer(view.cast("B") if view.nbytes else view, np.uint8)
+        return flat.reshape(height, width, view.nbytes // pixels)
+    raise ValueError(
+        f"frame must be ({height}, {width}, 3 or 4) with contiguous pixels, or {3 * pixels} "
+        f"or {4 * pixels} bytes"
+    )
+
+
+def rgb_to_yuv(
+    frame: Any, out: Any, width: int, height: int, pix_fmt: str, kr: float, kb: float,
+    full_range: bool, flip: bool, bgr: bool,
+) -> None:  # fmt: skip
+    if pix_fmt not in yuv.LAYOUTS:
+        raise ValueError(f"pix_fmt must be yuv420p, nv12 or yuv444p, not {pix_fmt!r}")
+    if width <= 0 or height <= 0 or width > _INT_MAX // 4 or height > _INT_MAX // 4:
+        raise ValueError(f"width and height must be positive, not {width}x{height}")
+    if pix_fmt != "yuv444p" and (width % 2 or height % 2):
+        raise ValueError(f"{pix_fmt} needs an even width and height, not {width}x{height}")
+    import numpy as np
+
+    source, target = memoryview(frame), memoryview(out)
+    pixels = _rgb_pixels(source, width, height)
+    if target.readonly:
+        raise TypeError("out must be writable")
+    if not target.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    size = yuv.frame_size(pix_fmt, width, height)
+    if target.nbytes != size:
+        raise ValueError(f"out must be {size} bytes for {pix_fmt}, not {target.nbytes}")
+    planes = np.frombuffer(target.cast("B"), np.uint8)
+    yuv.rgb_to_yuv(pixels, flip, kr, kb, full_range, pix_fmt, bgr, planes)
