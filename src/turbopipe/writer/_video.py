@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._api import sync
 from ..ffmpeg import FFmpegError, FFmpegProcess, find_ffmpeg
-from ._formats import color_options, yuv_encoding
+from ._formats import color_options, size_refusal, yuv_encoding
 from ._progress import Progress
 from ._sources import CPUFrames, GLBuffers, GLFrames, GLRing, Source, bytes_per_pixel, is_moderngl
 
@@ -100,6 +100,10 @@ class VideoWriter:
             raise ValueError(f"ring must hold at least 2 frames, not {ring}")
         if isinstance(extra_args, (str, bytes)):
             raise TypeError(f"extra_args must be a list of arguments, not {extra_args!r}")
+        # Here, not at FFmpeg's failure after the first frame, which names no fix.
+        refusal = size_refusal(pix_fmt, width, height)
+        if refusal:
+            raise ValueError(refusal)
         self.output = os.fspath(output)
         if not overwrite and os.path.exists(self.output):
             # Checked here: FFmpeg's -n refuses too, but exits with status 0.
@@ -116,6 +120,9 @@ class VideoWriter:
         self._source: Source | None = None
         self._forgotten: weakref.finalize[Any, Any] | None = None  # closes a dropped writer
         self._closed = False
+        # Held across write() and close(), and by the finalizer: one FFmpeg, frames whole
+        # and in order. Reentrant: a signal handler may close() mid-write on its thread.
+        self._lock = threading.RLock()
 
     # The public face
 
@@ -125,43 +132,48 @@ class VideoWriter:
         return self._process.pid if self._process else None
 
     def write(self, frame: Any) -> None:
-        """Queue one frame; returns once it is safe to change or reuse ``frame``."""
-        if self._closed:
-            raise ValueError("write() on a closed VideoWriter")
-        if is_moderngl(frame, "Buffer"):
-            # Piped by the caller too? GL cannot copy from it while it is mapped for that.
-            sync(frame)
-        if self._source is None:
-            self._start(frame)
-        assert self._source is not None and self._process is not None
-        if not self._process.running:
-            raise self._fail()
-        try:
-            self._source.write(frame, self._process.stdin_fd)
-        except OSError as error:  # BrokenPipeError: FFmpeg stopped reading
-            raise self._fail() from error
-        self.frames += 1
-        if self._progress:
-            self._progress.update(self._source.frame_bytes)
+        """Queue one frame; returns once it is safe to change or reuse ``frame``.
+
+        Calls from several threads are taken one at a time, in the order they get the writer.
+        """
+        with self._lock:
+            if self._is_closed():
+                raise ValueError("write() on a closed VideoWriter")
+            if is_moderngl(frame, "Buffer"):
+                # Piped by the caller too? GL cannot copy from it while it is mapped for that.
+                sync(frame)
+            if self._source is None:
+                self._start(frame)
+            assert self._source is not None and self._process is not None
+            if not self._process.running:
+                raise self._fail()
+            try:
+                self._source.write(frame, self._process.stdin_fd)
+            except OSError:  # BrokenPipeError: FFmpeg stopped reading, FFmpegError says why
+                raise self._fail() from None
+            self.frames += 1
+            if self._progress:
+                self._progress.update(self._source.frame_bytes)
 
     def close(self) -> None:
         """Write out what is queued, wait for FFmpeg, raise FFmpegError if it failed.
 
         A writer dropped or still open at interpreter exit is closed then, with a
         ResourceWarning, so that its video is complete; close it (or use ``with``) to see
-        its errors.
+        its errors. Waits for a write() in flight on another thread.
         """
-        if self._closed:
-            return
-        self._closed = True
-        if self._forgotten is not None:
-            self._forgotten.detach()
-        try:
-            if self._process is not None and self._source is not None:
-                _finish(self._process, self._source)
-        finally:
-            if self._progress:
-                self._progress.close()
+        with self._lock:
+            if self._is_closed():
+                return
+            self._closed = True
+            if self._forgotten is not None:
+                self._forgotten.detach()
+            try:
+                if self._process is not None and self._source is not None:
+                    _finish(self._process, self._source)
+            finally:
+                if self._progress:
+                    self._progress.close()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -215,9 +227,13 @@ class VideoWriter:
             raise
         self._source, self._process = source, process
         self._forgotten = weakref.finalize(
-            self, _close_forgotten, process, source, self.output, os.getpid(),
+            self, _close_forgotten, self._lock, process, source, self.output, os.getpid(),
             threading.current_thread(),
         )  # fmt: skip
+
+    def _is_closed(self) -> bool:
+        # Also closed by its finalizer at exit, while a daemon thread may still write.
+        return self._closed or (self._forgotten is not None and not self._forgotten.alive)
 
     def _converts_on_gpu(self, ctx: Any) -> bool:
         from ._gpu import GPU_FORMATS
@@ -291,10 +307,10 @@ def _finish(process: FFmpegProcess, source: Source) -> None:
     try:
         source.flush(process.stdin_fd)
         sync(file=process.stdin_fd)
-    except OSError as error:  # BrokenPipeError: FFmpeg stopped reading
+    except OSError:  # BrokenPipeError: FFmpeg stopped reading, FFmpegError says why
         failure = process.died()
         _stop(process, source)
-        raise failure from error
+        raise failure from None
     except BaseException:  # Ctrl-C while waiting: FFmpeg must not outlive the writer
         _stop(process, source)
         raise
@@ -315,9 +331,16 @@ def _stop(process: FFmpegProcess, source: Source) -> None:
 
 
 def _close_forgotten(
-    process: FFmpegProcess, source: Source, output: str, pid: int, thread: threading.Thread
+    lock: threading.RLock,
+    process: FFmpegProcess,
+    source: Source,
+    output: str,
+    pid: int,
+    thread: threading.Thread,
 ) -> None:
-    """Close a writer that was dropped, or left open at exit, without close()."""
+    """Close a writer that was dropped, or left open at exit, without close(); at exit,
+    after the write() a daemon thread may have in flight."""
+    # Before the lock, which a forked child may have inherited held by a parent's thread.
     if os.getpid() != pid:  # a forked child's copy: the parent's video is not its to end
         return
     news = ""
@@ -325,14 +348,15 @@ def _close_forgotten(
         # GL calls belong to the thread that wrote: end the video without the frame held
         # back, and leave the GPU ring to its context.
         source, news = Source(), " (off its GL thread: without its last frame)"
-    try:
-        warnings.warn(
-            f"VideoWriter for {output!r} was not closed: closing it now{news}",
-            ResourceWarning,
-            stacklevel=1,
-        )
-    finally:  # a warning made an error (-W error) must not leave the video unfinished
-        _finish(process, source)
+    with lock:
+        try:
+            warnings.warn(
+                f"VideoWriter for {output!r} was not closed: closing it now{news}",
+                ResourceWarning,
+                stacklevel=1,
+            )
+        finally:  # a warning made an error (-W error) must not leave the video unfinished
+            _finish(process, source)
 
 
 def _note(error: BaseException, text: str) -> None:
