@@ -16,6 +16,8 @@ from turbopipe.writer._formats import matrix_for
 from turbopipe.writer._gpu import FrameConverter, frame_size
 from writer_helpers import H, W, decode, frames_of, random_frames
 
+CONVERSIONS = ["ffmpeg", "gpu", "native"]
+
 
 @pytest.mark.parametrize(
     ("pix_fmt", "size"),
@@ -86,34 +88,57 @@ def test_gpu_conversion_matches_ffmpegs_own(
     pix_fmt: str,
 ) -> None:
     outputs = {}
-    for gpu_convert in (True, False):
-        path = tmp_path / f"{gpu_convert}.mkv"
-        with VideoWriter(
-            path, 128, 96, codec="ffv1", pix_fmt=pix_fmt, gpu_convert=gpu_convert
-        ) as video:
+    for convert in ("gpu", "native", "ffmpeg"):
+        path = tmp_path / f"{convert}.mkv"
+        with VideoWriter(path, 128, 96, codec="ffv1", pix_fmt=pix_fmt, convert=convert) as video:
             for frame in range(8):
                 render_quadrants(gl_context, fbo, frame)
                 video.write(fbo)
-        outputs[gpu_convert] = np.frombuffer(decode(ffmpeg_exe, path, pix_fmt), np.uint8)
+        assert video.conversion == convert
+        outputs[convert] = np.frombuffer(decode(ffmpeg_exe, path, pix_fmt), np.uint8).astype(int)
         rgb = frames_of(decode(ffmpeg_exe, path), 128, 96, 3)
         assert len(rgb) == 8
         assert rgb[0, 0, 0, 0] > 200 > rgb[0, -1, 0, 0], "not right side up"
-    difference = np.abs(outputs[True].astype(int) - outputs[False].astype(int))
-    # At most 2 levels apart, but for chroma along the color edge, where FFmpeg's
-    # subsampling filter reaches further than the GPU's 2x2 average.
-    assert np.mean(difference <= 2) > 0.97, np.mean(difference <= 2)
-    assert difference.max() <= 12, difference.max()
+    for ours in ("gpu", "native"):
+        difference = np.abs(outputs[ours] - outputs["ffmpeg"])
+        # At most 2 levels apart, but for chroma along the color edge, where FFmpeg's
+        # subsampling filter reaches further than the 2x2 average.
+        assert np.mean(difference <= 2) > 0.97, np.mean(difference <= 2)
+        assert difference.max() <= 12, difference.max()
+    assert np.abs(outputs["gpu"] - outputs["native"]).max() <= 1
 
 
-@pytest.mark.parametrize("gpu_convert", [False, True])
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "nv12"])
+@pytest.mark.parametrize("matrix_height", [96, 720])
+def test_gpu_and_native_conversions_agree_on_every_input(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, pix_fmt: str, matrix_height: int
+) -> None:
+    """Noise, both matrices (by height): within 1 level, chroma filter included."""
+    width, height = 64, matrix_height
+    noise = np.random.default_rng(11).integers(0, 256, (height, width, 4), np.uint8)
+    texture = gl_context.texture((width, height), 4, noise.tobytes())
+    outputs = {}
+    for convert in ("gpu", "native"):
+        path = tmp_path / f"{convert}.nut"
+        with VideoWriter(
+            path, width, height, codec="rawvideo", pix_fmt=pix_fmt, convert=convert
+        ) as video:
+            video.write(texture)
+        outputs[convert] = np.frombuffer(decode(ffmpeg_exe, path, pix_fmt), np.uint8).astype(int)
+    assert len(outputs["gpu"]) == len(outputs["native"]) > 0
+    assert np.abs(outputs["gpu"] - outputs["native"]).max() <= 1
+    texture.release()
+
+
+@pytest.mark.parametrize("convert", ["ffmpeg", "gpu"])
 def test_texture_frames_as_rgb24(
-    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, gpu_convert: bool
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, convert: str
 ) -> None:
     """Read as is and flipped by FFmpeg, or flipped by a GPU pass: the same frames."""
     frames = random_frames(4)
     texture = gl_context.texture((W, H), 3)
     with VideoWriter(
-        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", gpu_convert=gpu_convert
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="rgb24", convert=convert
     ) as video:
         for frame in frames:
             texture.write(frame.tobytes())  # row 0 of the array is GL's bottom row
@@ -133,7 +158,7 @@ def multisampled_texture_fbo(_gl_session: moderngl.Context) -> moderngl.Framebuf
     return _gl_session.framebuffer([_gl_session.texture((W, H), 4, samples=4)])
 
 
-@pytest.mark.parametrize("gpu_convert", [False, True])
+@pytest.mark.parametrize("convert", CONVERSIONS)
 @pytest.mark.parametrize("written", ["framebuffer", "texture"])
 def test_multisampled_frames(
     tmp_path: Path,
@@ -141,13 +166,13 @@ def test_multisampled_frames(
     gl_context: moderngl.Context,
     multisampled_fbo: moderngl.Framebuffer,
     multisampled_texture_fbo: moderngl.Framebuffer,
-    gpu_convert: bool,
+    convert: str,
     written: str,
 ) -> None:
     """A renderbuffer framebuffer, or a texture written as is, resolved before reading."""
     fbo = multisampled_fbo if written == "framebuffer" else multisampled_texture_fbo
     with VideoWriter(
-        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", gpu_convert=gpu_convert
+        tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", convert=convert
     ) as video:
         for frame in range(3):
             render_quadrants(gl_context, fbo, frame)
@@ -166,7 +191,7 @@ def test_the_callers_gl_state_cannot_spoil_the_conversion(
     gl_context.cull_face = "front_and_back"
     try:
         with VideoWriter(
-            tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", gpu_convert=True
+            tmp_path / "out.mkv", W, H, codec="ffv1", pix_fmt="yuv444p", convert="gpu"
         ) as video:
             for _ in range(3):
                 video.write(grey)
@@ -184,15 +209,15 @@ def test_matrix_by_height() -> None:
     assert matrix_for(480) == "bt601"
 
 
-@pytest.mark.parametrize("gpu_convert", [False, True])
+@pytest.mark.parametrize("convert", CONVERSIONS)
 def test_hd_colors_and_tags(
-    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, gpu_convert: bool
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, convert: str
 ) -> None:
-    """HD is BT.709, limited range, on both paths, and the stream says so."""
+    """HD is BT.709, limited range, on every path, and the stream says so."""
     width, height = 1280, 720
     red = gl_context.texture((width, height), 3, b"\xff\x00\x00" * (width * height))
     path = tmp_path / "out.mkv"
-    with VideoWriter(path, width, height, codec="ffv1", gpu_convert=gpu_convert) as video:
+    with VideoWriter(path, width, height, codec="ffv1", convert=convert) as video:
         video.write(red)
     planes = np.frombuffer(decode(ffmpeg_exe, path, "yuv420p"), np.uint8).astype(int)
     y, u, v = planes[0], planes[width * height], planes[-1]
@@ -203,11 +228,13 @@ def test_hd_colors_and_tags(
 
 
 @pytest.mark.parametrize(
-    ("codec", "pix_fmt", "gpu_convert", "size"),
-    [("mjpeg", "yuv420p", False, (W, H)), ("mjpeg", "yuv420p", True, (W, H)),
-     ("mjpeg", "yuv444p", True, (W, H)), ("ljpeg", "yuv444p", False, (W, H)),
-     ("ffv1", "yuvj420p", False, (W, H)),
-     ("mjpeg", "yuv420p", False, (1280, 720)), ("mjpeg", "yuv420p", True, (1280, 720))],
+    ("codec", "pix_fmt", "convert", "size"),
+    [("mjpeg", "yuv420p", "ffmpeg", (W, H)), ("mjpeg", "yuv420p", "gpu", (W, H)),
+     ("mjpeg", "yuv420p", "native", (W, H)), ("mjpeg", "yuv444p", "gpu", (W, H)),
+     ("ljpeg", "yuv444p", "ffmpeg", (W, H)), ("ljpeg", "yuv444p", "native", (W, H)),
+     ("ffv1", "yuvj420p", "ffmpeg", (W, H)), ("ffv1", "yuvj420p", "native", (W, H)),
+     ("mjpeg", "yuv420p", "ffmpeg", (1280, 720)), ("mjpeg", "yuv420p", "gpu", (1280, 720)),
+     ("mjpeg", "yuv420p", "native", (1280, 720))],
 )  # fmt: skip
 def test_jpeg_encoders_and_yuvj_formats_get_full_range(
     tmp_path: Path,
@@ -215,7 +242,7 @@ def test_jpeg_encoders_and_yuvj_formats_get_full_range(
     gl_context: moderngl.Context,
     codec: str,
     pix_fmt: str,
-    gpu_convert: bool,
+    convert: str,
     size: tuple[int, int],
 ) -> None:
     """FFmpeg's JPEG encoders refuse limited range, and JPEG is BT.601 whatever the size:
@@ -225,7 +252,7 @@ def test_jpeg_encoders_and_yuvj_formats_get_full_range(
     texture = gl_context.texture(size, 3, bytes(color) * (width * height))
     path = tmp_path / "out.mkv"
     with VideoWriter(
-        path, width, height, codec=codec, pix_fmt=pix_fmt, gpu_convert=gpu_convert
+        path, width, height, codec=codec, pix_fmt=pix_fmt, convert=convert
     ) as video:
         video.write(texture)
     rgb = frames_of(decode(ffmpeg_exe, path), width, height, 3).astype(int)
@@ -251,13 +278,13 @@ def test_frames_without_colors_are_refused(tmp_path: Path, gl_context: moderngl.
     depth.release()
 
 
-def test_gpu_convert_refuses_frames_it_cannot_convert(
+def test_gpu_conversion_refuses_frames_it_cannot_convert(
     tmp_path: Path, gl_context: moderngl.Context
 ) -> None:
     buffer = gl_context.buffer(reserve=W * H * 3)
     for frame in (np.zeros((H, W, 3), np.uint8), buffer):
-        video = VideoWriter(tmp_path / "out.mkv", W, H, gpu_convert=True)
-        with pytest.raises(ValueError, match=f"gpu_convert=True.*not {type(frame).__name__}"):
+        video = VideoWriter(tmp_path / "out.mkv", W, H, convert="gpu")
+        with pytest.raises(ValueError, match=f'convert="gpu".*not {type(frame).__name__}'):
             video.write(frame)
         assert video.pid is None
         video.close()

@@ -292,7 +292,7 @@ def test_a_forked_child_leaves_the_parents_writer_alone(tmp_path: Path, ffmpeg_e
         ctx = moderngl.create_standalone_context(backend="egl")
         texture = ctx.texture(({W}, {H}), 3)
         video = VideoWriter({str(tmp_path / "out.mkv")!r}, {W}, {H}, codec="ffv1",
-                            pix_fmt="rgb24", vflip=False, gpu_convert=False)
+                            pix_fmt="rgb24", vflip=False, convert="ffmpeg")
         for index, frame in enumerate(frames):
             texture.write(frame.tobytes())
             video.write(texture)  # piped one frame late: one is held back at the fork
@@ -325,7 +325,7 @@ def test_a_writer_left_open_at_exit_is_closed_complete(
         warnings.simplefilter("default", ResourceWarning)
         frames = np.load({str(tmp_path / "frames.npy")!r})
         video = VideoWriter({str(tmp_path / "out.mkv")!r}, {W}, {H}, codec="ffv1",
-                            pix_fmt="rgb24", vflip=False, gpu_convert=False)
+                            pix_fmt="rgb24", vflip=False, convert="ffmpeg")
         if {kind!r} == "texture":
             import moderngl
             ctx = moderngl.create_standalone_context(backend="egl")

@@ -263,9 +263,9 @@ def run_writer(case: dict[str, Any]) -> dict[str, Any]:
         ffmpeg.stdin.close()
         returncode = ffmpeg.wait()
     else:
-        gpu_convert = method == "writer-gpu"
+        convert = "gpu" if method == "writer-gpu" else "ffmpeg"
         with VideoWriter(
-            output, width, height, 60, preset="ultrafast", gpu_convert=gpu_convert,
+            output, width, height, 60, preset="ultrafast", convert=convert,
             ffmpeg=case["ffmpeg"],
         ) as video:  # fmt: skip
             for frame in range(frames):

@@ -144,10 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="render an animated shader headlessly into a video through VideoWriter",
         description="Render an animated plasma shader headlessly (EGL: Mesa's llvmpipe without "
-        "a GPU) and encode it through VideoWriter: each frame converted to YUV on the GPU or "
-        "in FFmpeg, piped by turbopipe into FFmpeg. The yellow bar at the top of the video "
-        "shows that it is the right way up. Needs moderngl and FFmpeg (the moderngl and "
-        "ffmpeg extras).",
+        "a GPU) and encode it through VideoWriter: each frame converted to YUV on the GPU, by "
+        "turbopipe's converter or in FFmpeg, piped by turbopipe into FFmpeg. The yellow bar "
+        "at the top of the video shows that it is the right way up. Needs moderngl and "
+        "FFmpeg (the moderngl and ffmpeg extras).",
         formatter_class=_Defaults,
     )
     demo.add_argument("--output", default="turbopipe-demo.mp4", help="the video to write")
@@ -158,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--codec", default="libx264", help="FFmpeg encoder")
     demo.add_argument(
         "--convert",
-        choices=["auto", "gpu", "ffmpeg"],
+        choices=["auto", "native", "gpu", "ffmpeg"],
         default="auto",
-        help="RGB to YUV on the GPU or in FFmpeg (auto: the GPU unless GL is software)",
+        help="what converts RGB to YUV (auto: the GPU unless GL is software, then native)",
     )
     demo.add_argument(
         "--ffmpeg", help="FFmpeg binary (default: TURBOPIPE_FFMPEG, PATH, then imageio-ffmpeg)"
@@ -280,12 +280,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     result = render_demo(
         args.output, args.width, args.height, args.fps, args.seconds, args.codec,
-        gpu_convert={"auto": None, "gpu": True, "ffmpeg": False}[args.convert],
-        progress=not args.no_progress, ffmpeg=args.ffmpeg,
+        convert=args.convert, progress=not args.no_progress, ffmpeg=args.ffmpeg,
     )  # fmt: skip
     print(f"wrote {Path(result.output).resolve()}")
     print(f"{result.frames} frames in {result.seconds:.2f} s: {result.fps:.1f} fps "
-          f"({args.width}x{args.height}, {args.codec}, renderer {result.renderer})")  # fmt: skip
+          f"({args.width}x{args.height}, {args.codec}, renderer {result.renderer}, "
+          f"converted by {result.conversion})")  # fmt: skip
     return 0
 
 

@@ -62,6 +62,7 @@ class DemoResult:
     frames: int
     seconds: float
     renderer: str
+    conversion: str  # what converted RGB to YUV: VideoWriter.conversion
 
     @property
     def fps(self) -> float:
@@ -75,7 +76,7 @@ def render_demo(
     fps: float = 60,
     seconds: float = 5,
     codec: str = "libx264",
-    gpu_convert: bool | None = None,
+    convert: str = "auto",
     progress: bool = True,
     ffmpeg: str | None = None,
 ) -> DemoResult:
@@ -89,12 +90,14 @@ def render_demo(
         started = time.perf_counter()
         with VideoWriter(
             output, width, height, fps, codec=codec, preset="veryfast",
-            gpu_convert=gpu_convert, progress=progress, total=frames, ffmpeg=ffmpeg,
+            convert=convert, progress=progress, total=frames, ffmpeg=ffmpeg,
         ) as video:  # fmt: skip
             for frame in range(frames):
                 scene.render(frame / fps)
                 video.write(scene.fbo)
-        return DemoResult(output, frames, time.perf_counter() - started, ctx.info["GL_RENDERER"])
+        seconds = time.perf_counter() - started
+        assert video.conversion is not None
+        return DemoResult(output, frames, seconds, ctx.info["GL_RENDERER"], video.conversion)
     finally:
         ctx.release()
 

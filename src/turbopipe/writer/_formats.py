@@ -17,6 +17,12 @@ _COLOR_TAGS = {"bt709": "bt709", "bt601": "smpte170m"}
 _NOT_YUV = ("rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "gbr", "gray",
             "pal", "mono", "ya")  # fmt: skip
 
+# The output formats each way converts to. The GPU pass also flips rgb24; the native
+# converter writes the yuvj formats as their yuv layouts, in full range.
+GPU_FORMATS = ("yuv420p", "nv12", "yuv444p", "rgb24")
+NATIVE_LAYOUTS = {"yuv420p": "yuv420p", "yuvj420p": "yuv420p", "nv12": "nv12",
+                  "yuv444p": "yuv444p", "yuvj444p": "yuv444p"}  # fmt: skip
+
 # JPEG is BT.601 full range by definition: its decoders read it so whatever the tags say,
 # and FFmpeg's JPEG encoders refuse limited range.
 _JPEG_ENCODERS = ("mjpeg", "ljpeg")

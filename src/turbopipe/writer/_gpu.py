@@ -15,9 +15,8 @@ from typing import Any
 
 import moderngl
 
-# (Kr, Kb) of the luma equation Y = Kr R + (1 - Kr - Kb) G + Kb B.
-MATRICES = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}
-GPU_FORMATS = ("yuv420p", "nv12", "yuv444p", "rgb24")
+from .._api import YUV_MATRICES
+from ._formats import GPU_FORMATS
 
 _VERTEX = """
 #version 330
@@ -164,22 +163,23 @@ class _KeepsCallerFramebuffer:
 
 
 class FrameReader:
-    """Reads frames as rgb24, bottom-up, straight into GPU buffers: no render pass.
+    """Reads frames as RGB (or RGBA), bottom-up, into GPU buffers or memory: no render pass.
 
-    The cheapest path where a pass costs CPU (software rasterizers): FFmpeg's vflip filter
-    only flips its row pointers, and FFmpeg converts to the output's pixel format.
+    Where a pass costs CPU (software rasterizers), the native converter or FFmpeg converts
+    what it reads. llvmpipe reads RGBA about 3x faster than RGB.
     """
 
-    def __init__(self, ctx: Any, width: int, height: int) -> None:
+    def __init__(self, ctx: Any, width: int, height: int, components: int = 3) -> None:
         self.ctx = ctx
         self.size = (width, height)
-        self.frame_size = width * height * 3
+        self.components = components
+        self.frame_size = width * height * components
         self.scratch = _Scratch(ctx, self.size)
 
     def read_into(self, frame: Any, buffer: Any) -> None:
         check_frame(frame, self.size)
         with _KeepsCallerFramebuffer(self.ctx):
-            self._readable(frame).read_into(buffer, components=3, alignment=1)
+            self._readable(frame).read_into(buffer, components=self.components, alignment=1)
 
     def _readable(self, frame: Any) -> Any:
         framebuffer = self.scratch.framebuffer_of(frame)
@@ -221,7 +221,7 @@ class FrameConverter:
         self.size = (width, height)
         self.frame_size = frame_size(pix_fmt, width, height)
         self.scratch = _Scratch(ctx, self.size)
-        kr, kb = MATRICES[matrix]
+        kr, kb = YUV_MATRICES[matrix]
         weights = {
             "luma": (kr, 1 - kr - kb, kb),
             "blue": (-0.5 * kr / (1 - kb), -0.5 * (1 - kr - kb) / (1 - kb), 0.5),

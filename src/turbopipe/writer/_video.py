@@ -18,16 +18,22 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._api import sync
+from .._api import ENGINE, sync
 from ..ffmpeg import FFmpegError, FFmpegProcess, find_ffmpeg
-from ._formats import color_options, size_refusal, yuv_encoding
+from ._formats import GPU_FORMATS, NATIVE_LAYOUTS, color_options, size_refusal, yuv_encoding
 from ._progress import Progress
-from ._sources import CPUFrames, GLBuffers, GLFrames, GLRing, Source, bytes_per_pixel, is_moderngl
-
-if TYPE_CHECKING:
-    from ._gpu import FrameConverter, FrameReader
+from ._sources import (
+    Conversion,
+    CPUFrames,
+    GLBuffers,
+    GLFrames,
+    GLReadback,
+    Source,
+    bytes_per_pixel,
+    is_moderngl,
+)
 
 # The frames go with vmsplice, which copies the last pipe-full of each: see pipe().
 _PIPE_SIZE = 1 << 19
@@ -45,23 +51,27 @@ class VideoWriter:
       be reused at once.
     - a ``moderngl.Buffer`` holding such bytes, e.g. from ``fbo.read_into``: copied on the
       GPU into a ring, so it too may be written again at once.
-    - a ``moderngl.Framebuffer`` or ``Texture``: with ``gpu_convert``, converted on the GPU
-      to ``pix_fmt`` (yuv420p, nv12, yuv444p or rgb24) with the flip folded in; without,
-      read back as rgb24 for FFmpeg to flip and convert. Either way read into a ring of GPU
-      buffers piped one frame late, so the readback overlaps the next frame's rendering.
+    - a ``moderngl.Framebuffer`` or ``Texture``, read back (or converted on the GPU) into a
+      ring, so that the readback overlaps the next frame's rendering.
 
     Frames read from OpenGL are bottom-up: ``vflip`` (default: True for moderngl objects,
-    False otherwise) turns them right side up: in the GPU pass when converting there,
-    else in FFmpeg (whose vflip only flips row pointers: no copy).
+    False otherwise) turns them right side up, in the conversion, or in FFmpeg (whose vflip
+    only flips row pointers: no copy).
+
+    ``convert`` says what converts the frames to ``pix_fmt``: "native" (turbopipe's
+    converter, on the writing thread with the GIL released, into yuv420p, nv12, yuv444p or
+    their yuvj forms), "gpu" (a render pass, for Framebuffers and Textures, into yuv420p,
+    nv12, yuv444p or rgb24), "ffmpeg" (FFmpeg, from rgb24 or rgba frames), or "auto": the
+    GPU for Framebuffers and Textures on a hardware GPU, else native where it can (on the
+    native engine), else FFmpeg. Buffers on a hardware GPU are left to FFmpeg (their copy
+    stays on the GPU). ``conversion`` tells which it picked, from the first frame on.
 
     ``codec`` is FFmpeg's encoder, ``pix_fmt`` the output's pixel format; ``preset`` and
     ``crf`` are passed when given; ``extra_args`` go before the output, their ``-vf``
-    filters joined to the writer's own (after the flip, before the YUV conversion). ``gpu_convert``
-    defaults to True on a hardware GPU, where the pass is nearly free, and to False on a
-    software rasterizer (llvmpipe), where it costs about the CPU that FFmpeg's conversion
-    would (see the README's writer benchmark). YUV output uses BT.709 for HD (720 lines
-    and up) and BT.601 below, limited range, tagged in the stream; the JPEG encoders
-    (mjpeg, ljpeg) get JPEG's BT.601 full range at any size, yuvj formats full range.
+    filters joined to the writer's own (after the flip and after a native or GPU
+    conversion, before FFmpeg's). YUV output uses BT.709 for HD (720 lines and up) and
+    BT.601 below, limited range, tagged in the stream; the JPEG encoders (mjpeg, ljpeg) get
+    JPEG's BT.601 full range at any size, yuvj formats full range.
 
     FFmpeg starts at the first frame. Its failures (bad codec or arguments, unwritable
     output, dying mid-stream) raise FFmpegError carrying the tail of its stderr; ``close``
@@ -80,7 +90,7 @@ class VideoWriter:
         preset: str | None = None,
         crf: float | None = None,
         vflip: bool | None = None,
-        gpu_convert: bool | None = None,
+        convert: str = "auto",
         extra_args: Sequence[str] = (),
         overwrite: bool = True,
         progress: bool = False,
@@ -104,13 +114,15 @@ class VideoWriter:
         refusal = size_refusal(pix_fmt, width, height)
         if refusal:
             raise ValueError(refusal)
+        _check_conversion(convert, pix_fmt)
         self.output = os.fspath(output)
         if not overwrite and os.path.exists(self.output):
             # Checked here: FFmpeg's -n refuses too, but exits with status 0.
             raise FileExistsError(f"{self.output} exists and overwrite=False")
         self.width, self.height, self.fps = width, height, fps
         self.codec, self.pix_fmt, self.preset, self.crf = codec, pix_fmt, preset, crf
-        self.vflip, self.gpu_convert = vflip, gpu_convert
+        self.vflip, self.convert = vflip, convert
+        self.conversion: str | None = None  # "native", "gpu" or "ffmpeg" from the first frame
         self.extra_args, self.overwrite = list(extra_args), overwrite
         self.ffmpeg = find_ffmpeg(ffmpeg)
         self.frames = 0
@@ -198,65 +210,71 @@ class VideoWriter:
 
     def _start(self, frame: Any) -> None:
         """Pick how frames of this kind reach FFmpeg and start it; all or nothing."""
-        source: Source
-        vflip = self.vflip
-        if is_moderngl(frame, "Framebuffer", "Texture"):
-            # Converted on the GPU, flip included; or read as is, FFmpeg flips and converts.
-            convert = self._converts_on_gpu(frame.ctx)
-            reader = self._gpu_pass(frame.ctx, convert, flip=vflip is not False)
-            source = GLFrames(frame.ctx, reader, self._ring_size)
-            input_pix_fmt = self.pix_fmt if convert else "rgb24"
-            vflip = False if convert else vflip is not False
-        elif self.gpu_convert:
-            raise ValueError(
-                "gpu_convert=True converts moderngl Framebuffers or Textures, not "
-                f"{type(frame).__name__} frames"
-            )
-        elif is_moderngl(frame, "Buffer"):
-            components = bytes_per_pixel(self.width, self.height, frame.size)
-            source = GLBuffers(frame.ctx, self.width * self.height * components, self._ring_size)
-            input_pix_fmt, vflip = "rgb24" if components == 3 else "rgba", vflip is not False
-        else:
-            source = CPUFrames(self.width, self.height, self._ring_size, frame)
-            input_pix_fmt = "rgb24" if source.components == 3 else "rgba"
+        gl_frame = is_moderngl(frame, "Framebuffer", "Texture")
+        gl_buffer = is_moderngl(frame, "Buffer")
+        flip = self.vflip if self.vflip is not None else gl_frame or gl_buffer
+        conversion = self._conversion_for(frame, gl_frame, gl_buffer)
+        source, input_pix_fmt = self._source_for(frame, conversion, flip)
         try:
             source.check(frame)  # before FFmpeg starts: a bad first frame leaves no file
-            process = FFmpegProcess(self._argv(input_pix_fmt, bool(vflip)), _PIPE_SIZE)
+            argv = self._argv(input_pix_fmt, flip and conversion == "ffmpeg")
+            process = FFmpegProcess(argv, _PIPE_SIZE)
         except BaseException:
             source.release()
             raise
-        self._source, self._process = source, process
+        self._source, self._process, self.conversion = source, process, conversion
         self._forgotten = weakref.finalize(
             self, _close_forgotten, self._lock, process, source, self.output, os.getpid(),
             threading.current_thread(),
         )  # fmt: skip
 
+    def _source_for(self, frame: Any, conversion: str, flip: bool) -> tuple[Source, str]:
+        """The source for frames like ``frame``, and the pixel format FFmpeg reads from it."""
+        matrix, full_range = yuv_encoding(self.codec, self.pix_fmt, self.height)
+        size, ring = (self.width, self.height), self._ring_size
+        if is_moderngl(frame, "Framebuffer", "Texture"):
+            from ._gpu import FrameConverter, FrameReader
+
+            if conversion == "gpu":
+                converter = FrameConverter(frame.ctx, *size, self.pix_fmt, flip, matrix, full_range)
+                return GLFrames(frame.ctx, converter, ring), self.pix_fmt
+            if conversion == "native":  # read as RGBA, llvmpipe's fastest
+                reader = FrameReader(frame.ctx, *size, components=4)
+                native = Conversion(*size, NATIVE_LAYOUTS[self.pix_fmt], matrix, full_range, flip)
+                return GLReadback(reader, 4, native, ring), self.pix_fmt
+            return GLFrames(frame.ctx, FrameReader(frame.ctx, *size), ring), "rgb24"
+        if is_moderngl(frame, "Buffer"):
+            components = bytes_per_pixel(*size, frame.size)
+            if conversion == "native":
+                native = Conversion(*size, NATIVE_LAYOUTS[self.pix_fmt], matrix, full_range, flip)
+                return GLReadback(None, components, native, ring), self.pix_fmt
+            source: Source = GLBuffers(frame.ctx, self.width * self.height * components, ring)
+            return source, "rgb24" if components == 3 else "rgba"
+        if conversion == "native":
+            native = Conversion(*size, NATIVE_LAYOUTS[self.pix_fmt], matrix, full_range, flip)
+            return CPUFrames(*size, ring, frame, native), self.pix_fmt
+        cpu = CPUFrames(*size, ring, frame, None)
+        return cpu, "rgb24" if cpu.components == 3 else "rgba"
+
     def _is_closed(self) -> bool:
         # Also closed by its finalizer at exit, while a daemon thread may still write.
         return self._closed or (self._forgotten is not None and not self._forgotten.alive)
 
-    def _converts_on_gpu(self, ctx: Any) -> bool:
-        from ._gpu import GPU_FORMATS
-
-        if self.pix_fmt not in GPU_FORMATS:
-            if self.gpu_convert:
-                raise ValueError(
-                    f"no GPU conversion to {self.pix_fmt!r}; one of {', '.join(GPU_FORMATS)}"
-                )
-            return False
-        if self.gpu_convert is not None:
-            return self.gpu_convert
-        renderer = str(ctx.info.get("GL_RENDERER", "")).lower()
-        return not any(name in renderer for name in _SOFTWARE_RENDERERS)
-
-    def _gpu_pass(self, ctx: Any, convert: bool, flip: bool) -> FrameConverter | FrameReader:
-        """The pass that converts frames to pix_fmt, or reads them back as rgb24."""
-        from ._gpu import FrameConverter, FrameReader
-
-        if not convert:
-            return FrameReader(ctx, self.width, self.height)
-        matrix, full_range = yuv_encoding(self.codec, self.pix_fmt, self.height)
-        return FrameConverter(ctx, self.width, self.height, self.pix_fmt, flip, matrix, full_range)
+    def _conversion_for(self, frame: Any, gl_frame: bool, gl_buffer: bool) -> str:
+        """What converts frames like this one: "native", "gpu" or "ffmpeg"."""
+        if self.convert == "gpu" and not gl_frame:
+            raise ValueError(
+                f'convert="gpu" converts moderngl Framebuffers or Textures, not '
+                f"{type(frame).__name__} frames"
+            )
+        if self.convert != "auto":
+            return self.convert
+        hardware = (gl_frame or gl_buffer) and not _is_software(frame.ctx)
+        if gl_frame and hardware and self.pix_fmt in GPU_FORMATS:
+            return "gpu"  # nearly free there
+        if self.pix_fmt in NATIVE_LAYOUTS and ENGINE == "native" and not (gl_buffer and hardware):
+            return "native"
+        return "ffmpeg"
 
     def _argv(self, input_pix_fmt: str, vflip: bool) -> list[str]:
         argv = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n"]
@@ -344,10 +362,8 @@ def _close_forgotten(
     if os.getpid() != pid:  # a forked child's copy: the parent's video is not its to end
         return
     news = ""
-    if isinstance(source, GLRing) and threading.current_thread() is not thread:
-        # GL calls belong to the thread that wrote: end the video without the frame held
-        # back, and leave the GPU ring to its context.
-        source, news = Source(), " (off its GL thread: without its last frame)"
+    if threading.current_thread() is not thread:
+        source, news = source.off_gl_thread()  # GL calls belong to the thread that wrote
     with lock:
         try:
             warnings.warn(
@@ -357,6 +373,23 @@ def _close_forgotten(
             )
         finally:  # a warning made an error (-W error) must not leave the video unfinished
             _finish(process, source)
+
+
+_CONVERSIONS = ("auto", "native", "gpu", "ffmpeg")
+
+
+def _check_conversion(convert: str, pix_fmt: str) -> None:
+    if convert not in _CONVERSIONS:
+        raise ValueError(f"convert must be one of {', '.join(_CONVERSIONS)}, not {convert!r}")
+    if convert == "native" and pix_fmt not in NATIVE_LAYOUTS:
+        raise ValueError(f"no native conversion to {pix_fmt!r}; one of {', '.join(NATIVE_LAYOUTS)}")
+    if convert == "gpu" and pix_fmt not in GPU_FORMATS:
+        raise ValueError(f"no GPU conversion to {pix_fmt!r}; one of {', '.join(GPU_FORMATS)}")
+
+
+def _is_software(ctx: Any) -> bool:
+    renderer = str(ctx.info.get("GL_RENDERER", "")).lower()
+    return any(name in renderer for name in _SOFTWARE_RENDERERS)
 
 
 def _note(error: BaseException, text: str) -> None:
