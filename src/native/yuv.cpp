@@ -1,13 +1,14 @@
 // RGB to YUV in fixed point, written for the compiler to vectorize: each loop reads pixels
 // at a constant stride and does the same integer arithmetic for every one. On x86-64 Linux
-// each loop is also built for AVX2, picked at load time by the CPU it runs on.
+// the conversion is also built for AVX2 and for x86-64-v2 (SSSE3: byte shuffles), picked
+// at load time by the CPU it runs on; tools/converter_variants.sh times each.
 #include "yuv.hpp"
 
 #include <algorithm>
 #include <cmath>
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define TURBOPIPE_CPU_VARIANTS __attribute__((target_clones("avx2", "default")))
+#define TURBOPIPE_CPU_VARIANTS __attribute__((target_clones("avx2", "arch=x86-64-v2", "default")))
 #else
 #define TURBOPIPE_CPU_VARIANTS
 #endif
