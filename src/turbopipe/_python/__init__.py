@@ -3,7 +3,7 @@
 Its files mirror the native ones: this module is the binding (src/native/binding.cpp),
 turning Python objects into items and failures into OSErrors, with the same calls (see
 turbopipe/_core.pyi); ``engine`` is engine.hpp/.cpp, ``fdio`` is fdio.hpp and its files,
-``yuv`` is yuv.hpp/.cpp (with numpy).
+``yuv`` is yuv.hpp/.cpp (with numpy, imported when a frame is converted).
 One queue and one daemon thread per file, the items written with ``os.write`` straight from
 a memoryview of the caller's buffer, the export released by the next call that finishes on
 a caller's thread. It serves when the extension is missing or ``TURBOPIPE_ENGINE=python``.
@@ -21,13 +21,14 @@ import pickle
 from typing import Any
 
 from .._errors import descriptor_refused
-from . import fdio, yuv
+from . import fdio
 from .engine import IDLE_EXIT, QUEUE_LIMIT, Engine, Item
 from .fdio import RELAY_MINIMUM, SPLICE_REFUSED, WriteOptions
 
 __all__ = ["IDLE_EXIT", "QUEUE_LIMIT", "RELAY_MINIMUM", "SPLICE_REFUSED"]
 
 _INT_MAX = 0x7FFFFFFF
+_YUV_LAYOUTS = ("yuv420p", "nv12", "yuv444p")
 
 engine = Engine()
 
@@ -197,13 +198,15 @@ def rgb_to_yuv(
     frame: Any, out: Any, width: int, height: int, pix_fmt: str, kr: float, kb: float,
     full_range: bool, flip: bool, bgr: bool,
 ) -> None:  # fmt: skip
-    if pix_fmt not in yuv.LAYOUTS:
+    if pix_fmt not in _YUV_LAYOUTS:
         raise ValueError(f"pix_fmt must be yuv420p, nv12 or yuv444p, not {pix_fmt!r}")
     if width <= 0 or height <= 0 or width > _INT_MAX // 4 or height > _INT_MAX // 4:
         raise ValueError(f"width and height must be positive, not {width}x{height}")
     if pix_fmt != "yuv444p" and (width % 2 or height % 2):
         raise ValueError(f"{pix_fmt} needs an even width and height, not {width}x{height}")
     import numpy as np
+
+    from . import yuv
 
     source, target = memoryview(frame), memoryview(out)
     pixels = _rgb_pixels(source, width, height)

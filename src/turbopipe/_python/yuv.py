@@ -1,6 +1,7 @@
 """RGB to YUV with numpy, in the native converter's fixed point (src/native/yuv.cpp), so
 that both give the same bytes: 16-bit pixel values scaled by 2^7 (a 2x2 block's sum by
-2^5), weights by 2^15, the high 16 bits of each product kept, levels scaled by 2^6."""
+2^5), weights by 2^15, the high 16 bits of each product kept, levels scaled by 2^6. Needs
+numpy, which turbopipe does not: the binding imports this module when it converts."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ _WEIGHT_SHIFT = 15
 _LEVEL_SHIFT = _VALUE_SHIFT + _WEIGHT_SHIFT - 16
 # Each product is rounded down: the offset adds back what 3 lose on average, and a half.
 _ROUNDING = (1 << (_LEVEL_SHIFT - 1)) + 1
-
-LAYOUTS = ("yuv420p", "nv12", "yuv444p")
 
 
 def frame_size(layout: str, width: int, height: int) -> int:
