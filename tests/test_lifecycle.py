@@ -1,11 +1,13 @@
 """The writer threads' life: each exits after 2 idle seconds (also with a failure kept for
 later), close() stops them and a later pipe() starts them again, also from another thread;
-an interpreter exit flushes what is queued; a fork leaves the child an engine of its own and
-no descriptor that would keep the parent's reader waiting."""
+an interpreter exit flushes what is queued, and says what it could not write, exiting
+non-zero; a fork leaves the child an engine of its own and no descriptor that would keep
+the parent's reader waiting."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,6 +136,40 @@ def test_an_interrupted_flush_at_exit_says_what_it_lost(
     assert said[1] == "turbopipe: Ctrl-C abandons them, and exits with status 130\n"
     lost = [line for line in said if "exit interrupted" in line]
     assert len(lost) == 1 and lost[0].endswith(", 3 items (12582912 bytes)\n"), said
+
+
+@pytest.mark.parametrize(("ending", "status"), [("", 1), ("raise KeyboardInterrupt", 130)])
+def test_a_write_failing_in_the_flush_at_exit_says_what_it_lost(ending: str, status: int) -> None:
+    """A reader exits, and /dev/full fills, while the flush at exit writes to them: the
+    process says what was not written to each, and exits 1 (130 when it was ending on an
+    uncaught Ctrl-C), never 0 as if nothing were lost."""
+    result = run_with_engine(
+        f"""
+        import os, subprocess
+        reader = subprocess.Popen(["head", "-c", "1000"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL)
+        full = os.open("/dev/full", os.O_WRONLY)
+        print(reader.stdin.fileno(), full, flush=True)
+        for _ in range(4):
+            turbopipe.pipe(bytes(1 << 20), reader.stdin.fileno())
+        turbopipe.pipe(bytes(1000), full)
+        {ending}
+        """
+    )
+    assert result.returncode == status, result.stderr
+    reader_fd, full_fd = result.stdout.split()
+    said = [line for line in result.stderr.splitlines() if line.startswith("turbopipe: ")]
+    assert len(said) == 2, result.stderr
+    broken, full = sorted(said)  # said in the order of their fds
+    assert re.fullmatch(
+        r"turbopipe: at exit, not written whole: BrokenPipeError: \[Errno 32\] Broken pipe "
+        rf"\(fd {reader_fd}: wrote \d+ of 1048576 bytes(, [1-3] queued items dropped)?\)",
+        broken,
+    ), said
+    assert full == (
+        "turbopipe: at exit, not written whole: OSError: [Errno 28] No space left on device "
+        f"(fd {full_fd}: wrote 0 of 1000 bytes)"
+    )
 
 
 def test_fork_with_writes_queued(tmp_path: Path) -> None:

@@ -44,8 +44,9 @@ def test_a_signal_storm_interrupts_nothing(make_pipe: type[Pipe]) -> None:
 def test_waits_can_be_interrupted() -> None:
     result = run_program("interrupted_wait.py")
     assert "interrupted" in result.stdout, result.stderr
-    assert "BrokenPipeError" in result.stderr
-    assert result.returncode == 0
+    # close() at exit reports the write the closed reader failed, and the exit status says so
+    assert "turbopipe: at exit, not written whole: BrokenPipeError" in result.stderr
+    assert result.returncode == 1
 
 
 @pytest.mark.parametrize("which", ["pipe", "sync", "sync_all"])

@@ -251,9 +251,7 @@ def test_jpeg_encoders_and_yuvj_formats_get_full_range(
     width, height = size
     texture = gl_context.texture(size, 3, bytes(color) * (width * height))
     path = tmp_path / "out.mkv"
-    with VideoWriter(
-        path, width, height, codec=codec, pix_fmt=pix_fmt, convert=convert
-    ) as video:
+    with VideoWriter(path, width, height, codec=codec, pix_fmt=pix_fmt, convert=convert) as video:
         video.write(texture)
     rgb = frames_of(decode(ffmpeg_exe, path), width, height, 3).astype(int)
     assert len(rgb) == 1

@@ -59,16 +59,18 @@ void release_finished() {
     PyErr_Restore(type, value, traceback);
 }
 
+// turbopipe._errors, imported with the module: importing it when an error is to be raised
+// fails when that error is running out of descriptors (EMFILE).
+PyObject* errors_module = nullptr;
+
 // Raises the OSError that turbopipe._errors.<maker>(*args) makes: both engines make
 // theirs there. Takes args (null if building them failed); returns null.
 PyObject* raise_error(const char* maker, PyObject* args) {
     PyObject* exception = nullptr;
     if (args) {
-        PyObject* module = PyImport_ImportModule("turbopipe._errors");
-        PyObject* make = module ? PyObject_GetAttrString(module, maker) : nullptr;
+        PyObject* make = PyObject_GetAttrString(errors_module, maker);
         exception = make ? PyObject_CallObject(make, args) : nullptr;
         Py_XDECREF(make);
-        Py_XDECREF(module);
         Py_DECREF(args);
     }
     if (exception) {
@@ -482,6 +484,8 @@ PyMODINIT_FUNC PyInit__core() {
                        reset_after_fork);
         registered = true;
     }
+    if (!errors_module) errors_module = PyImport_ImportModule("turbopipe._errors");
+    if (!errors_module) return nullptr;
     PyObject* core = PyModule_Create(&module);
     if (core && add_constants(core) < 0) Py_CLEAR(core);
     return core;

@@ -17,7 +17,7 @@ import sys
 import threading
 import warnings
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Union
 
 from ._glmap import PLAIN_TYPES, Mappings, gl_buffer
 
@@ -368,11 +368,27 @@ def _notice_waiting(signum: int, frame: object) -> None:
     print("turbopipe: Ctrl-C abandons them, and exits with status 130", file=sys.stderr)
 
 
+def _say_failed(failures: list[OSError]) -> None:
+    for failure in failures:
+        print(
+            f"turbopipe: at exit, not written whole: {type(failure).__name__}: {failure}",
+            file=sys.stderr,
+        )
+
+
+def _exit_now(code: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _flush_at_exit() -> None:
     """close() at interpreter exit: queued writes are flushed, never cut. A flush that waits
     says on stderr what for; one interrupted (Ctrl-C, or a signal handler's sys.exit) says
     what it did not write and ends the process with a non-zero status (130 for Ctrl-C, else
-    the handler's), where Python would exit as if nothing were lost."""
+    the handler's). A write that fails says what it did not write and ends the process with
+    status 1 (130 if it was ending on an uncaught Ctrl-C; an atexit function cannot see the
+    status of a sys.exit(n)). Python would exit as if nothing were lost."""
     # A timer's signal, where the program has not claimed it: the waits run its handler.
     timed = (
         hasattr(signal, "setitimer")
@@ -382,18 +398,33 @@ def _flush_at_exit() -> None:
     if timed:
         signal.signal(signal.SIGALRM, _notice_waiting)
         signal.setitimer(signal.ITIMER_REAL, *_EXIT_NOTICE)
+    failures: list[OSError] = []
+    failed_fds: set[int] = set()
     try:
-        close()
+        # Each close() raises the error of one failed file; the others' wait for the next.
+        # A file failing again has a daemon thread piping on to it: stop there.
+        while True:
+            try:
+                close()
+                break
+            except OSError as failure:
+                failures.append(failure)
+                if failure.fd in failed_fds:  # type: ignore[attr-defined]
+                    break
+                failed_fds.add(failure.fd)  # type: ignore[attr-defined]
     except (KeyboardInterrupt, SystemExit) as stop:
         code = stop.code if isinstance(stop, SystemExit) else 130
+        _say_failed(failures)
         _say_pending("exit interrupted, not written whole")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code if isinstance(code, int) and code else 1)
+        _exit_now(code if isinstance(code, int) and code else 1)
     finally:
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    if failures:
+        _say_failed(failures)
+        uncaught = getattr(sys, "last_value", None)  # the program's end: Python's status 1
+        _exit_now(130 if isinstance(uncaught, KeyboardInterrupt) else 1)
 
 
 atexit.register(_flush_at_exit)
