@@ -164,17 +164,20 @@ def test_finished_buffers_are_unmapped_by_later_calls(gl_context: moderngl.Conte
 
 
 @pytest.mark.parametrize("size", [64 << 10, 16 << 20])
+@pytest.mark.parametrize("piped", ["buffer", "mglo"])
 def test_a_buffer_released_before_its_sync_is_reported(
-    gl_context: moderngl.Context, size: int
+    gl_context: moderngl.Context, size: int, piped: str
 ) -> None:
     """Released while queued, a small buffer's freed memory may still be readable, a big
     one's not (EFAULT): either way the next call says the bytes are undefined, once, and
-    the GL context is left without an error (the buffer is never unmapped)."""
+    the GL context is left without an error (the buffer is never unmapped). A bare .mglo
+    piped and released too, even once a new buffer has taken its GL name."""
     read_fd, write_fd = os.pipe()
     buffer = gl_context.buffer(os.urandom(size))
     other = gl_context.buffer(reserve=16)
-    turbopipe.pipe(buffer, write_fd)  # the pipe is not read yet: its write waits
-    buffer.release()
+    turbopipe.pipe(buffer if piped == "buffer" else buffer.mglo, write_fd)  # not read yet
+    (buffer if piped == "buffer" else buffer.mglo).release()
+    successor = gl_context.buffer(reserve=16)  # may take the released buffer's name
     reader = Reader(read_fd)
     with pytest.raises(BufferError, match=r"released before sync\(buffer\).*undefined"):
         turbopipe.sync()  # a big one's EFAULT is the context of this error
@@ -184,6 +187,7 @@ def test_a_buffer_released_before_its_sync_is_reported(
     other.write(b"still usable" + bytes(4))
     assert other.read()[:12] == b"still usable"
     other.release()
+    successor.release()
 
 
 def test_calls_from_another_thread_leave_gl_mappings_alone(

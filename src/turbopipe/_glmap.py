@@ -23,6 +23,7 @@ from typing import Any
 
 _GL_ARRAY_BUFFER = 0x8892
 _GL_ARRAY_BUFFER_BINDING = 0x8894
+_GL_BUFFER_MAPPED = 0x88BC
 
 
 # Types seen that are neither a moderngl.Buffer nor its .mglo: pipe() asks for every frame.
@@ -45,13 +46,17 @@ def gl_buffer(data: object) -> tuple[object, object | None] | None:
 
 
 class _BufferBinding:
-    """glBindBuffer / glGetIntegerv for GL_ARRAY_BUFFER, loaded from a moderngl context."""
+    """glBindBuffer / glGetIntegerv for GL_ARRAY_BUFFER, and whether a buffer is still
+    mapped, loaded from a moderngl context."""
 
     def __init__(self, context: Any) -> None:
         load: Callable[[str], int] = context.mglo._context.load
-        self._bind = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.c_uint)(load("glBindBuffer"))
-        self._get = ctypes.CFUNCTYPE(None, ctypes.c_uint, ctypes.POINTER(ctypes.c_int))(
-            load("glGetIntegerv")
+        uint, int_pointer = ctypes.c_uint, ctypes.POINTER(ctypes.c_int)
+        self._bind = ctypes.CFUNCTYPE(None, uint, uint)(load("glBindBuffer"))
+        self._get = ctypes.CFUNCTYPE(None, uint, int_pointer)(load("glGetIntegerv"))
+        self._is_buffer = ctypes.CFUNCTYPE(ctypes.c_ubyte, uint)(load("glIsBuffer"))
+        self._parameter = ctypes.CFUNCTYPE(None, uint, uint, int_pointer)(
+            load("glGetBufferParameteriv")
         )
 
     def current(self) -> int:
@@ -61,6 +66,19 @@ class _BufferBinding:
 
     def bind(self, glo: int) -> None:
         self._bind(_GL_ARRAY_BUFFER, glo)
+
+    def still_mapped(self, glo: int) -> bool:
+        """Whether glo names a buffer that is mapped: deleting a buffer unmaps it, and a new
+        buffer taking its name is not mapped."""
+        if not self._is_buffer(glo):
+            return False
+        previous, mapped = self.current(), ctypes.c_int(0)
+        self.bind(glo)
+        try:
+            self._parameter(_GL_ARRAY_BUFFER, _GL_BUFFER_MAPPED, ctypes.byref(mapped))
+        finally:
+            self.bind(previous)
+        return bool(mapped.value)
 
 
 class _Mapping:
@@ -77,14 +95,22 @@ class _Mapping:
         self.thread = threading.current_thread()
         self.reported = False  # its release while mapped was raised
 
-    def released(self) -> bool:
-        """Whether its moderngl.Buffer was released while mapped: moderngl then gives the
-        wrapper another mglo. (A bare mglo released shows nothing: it goes unseen.)"""
-        return self.wrapper is not None and self.wrapper.mglo is not self.mglo  # type: ignore[attr-defined]
+    @property
+    def name(self) -> int:
+        """The GL name of the buffer."""
+        return self.glo if self.wrapper is None else self.wrapper.glo  # type: ignore[attr-defined]
+
+    def released(self, binding: _BufferBinding, written: bool) -> bool:
+        """Whether its buffer was released while mapped. A moderngl.Buffer's release shows at
+        once: moderngl gives the wrapper another mglo. A bare mglo's is asked of GL, once
+        its write is done: GL calls for every pipe() would cost more than the write."""
+        if self.wrapper is not None:
+            return self.wrapper.mglo is not self.mglo  # type: ignore[attr-defined]
+        return written and not binding.still_mapped(self.glo)
 
     def unmap(self, binding: _BufferBinding) -> None:
         previous = binding.current()
-        binding.bind(self.glo if self.wrapper is None else self.wrapper.glo)  # type: ignore[attr-defined]
+        binding.bind(self.name)
         try:
             self.view.release()
         finally:
@@ -143,11 +169,13 @@ class Mappings:
         for mapping in list(self._live.values()):  # in the order they were mapped
             if mapping.mglo is queued or mapping.thread is not thread:
                 continue
-            released = mapping.released()
+            assert self._binding is not None  # made by the map() that made the mapping
+            written = not busy(mapping.mglo)
+            released = mapping.released(self._binding, written)
             if released and not mapping.reported:
                 mapping.reported = True
                 lost.append(mapping)
-            if not busy(mapping.mglo):
+            if written:
                 if released:  # its buffer is gone: never unmapped, and kept
                     _keep_for_ever(self._live.pop(id(mapping.mglo)))
                 else:
@@ -155,7 +183,7 @@ class Mappings:
             elif not all:
                 break
         if lost:
-            names = ", ".join(str(mapping.wrapper.glo) for mapping in lost)  # type: ignore[attr-defined]
+            names = ", ".join(str(mapping.name) for mapping in lost)
             raise BufferError(
                 f"moderngl buffer (glo {names}) released before sync(buffer): the bytes "
                 "written for it are undefined; release a piped buffer only after its sync"
