@@ -1,20 +1,30 @@
-"""The benchmark's plan (which cases a set of choices runs) and its tables."""
+"""The benchmark's plan (which cases a set of choices runs), its tables, and a tiny real
+run of the writer comparison."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from turbopipe import benchmark
+from turbopipe import VideoWriter, benchmark
+from turbopipe._bench_case import moving_frames
 from turbopipe.benchmark import (
+    FRAME_KINDS,
     METHODS,
+    SYMBOLS,
     WRITER_METHODS,
     Plan,
     default_methods,
     format_tables,
     median_row,
+    writer_choices,
+    writer_options,
 )
+from writer_helpers import decode, frames_of
 
 
 def test_a_plan_runs_every_combination_of_its_choices() -> None:
@@ -28,13 +38,61 @@ def test_a_plan_runs_every_combination_of_its_choices() -> None:
     assert slow_720p["frames"] == max(30, null_720p["frames"] // 8)
 
 
-def test_a_writer_plan_runs_its_methods_at_each_resolution() -> None:
-    plan = Plan(resolutions=["720p", "1080p"], methods=["writer-gpu"], writer=True)
-    assert [(case["resolution"], case["method"]) for case in plan.expand()] == [
-        ("720p", "writer-gpu"),
-        ("1080p", "writer-gpu"),
+def test_a_writer_plan_runs_its_methods_for_each_kind_of_frames_and_resolution() -> None:
+    plan = Plan(resolutions=["720p", "1080p"], methods=["plain", "writer-ffmpeg", "writer-gpu"],
+                writer=True)  # fmt: skip
+    cases = [(c["frame_kind"], c["resolution"], c["method"]) for c in plan.expand()]
+    # writer-gpu converts GL frames only.
+    assert cases == [
+        ("numpy", "720p", "plain"),
+        ("numpy", "720p", "writer-ffmpeg"),
+        ("numpy", "1080p", "plain"),
+        ("numpy", "1080p", "writer-ffmpeg"),
+        ("gl", "720p", "plain"),
+        ("gl", "720p", "writer-ffmpeg"),
+        ("gl", "720p", "writer-gpu"),
+        ("gl", "1080p", "plain"),
+        ("gl", "1080p", "writer-ffmpeg"),
+        ("gl", "1080p", "writer-gpu"),
     ]
-    assert len(Plan(resolutions=["720p"], methods=WRITER_METHODS, writer=True).expand()) == 3
+    first = plan.expand()[0]
+    assert (first["frames"], first["width"], first["height"]) == (240, 1280, 720)
+    options = {c["method"]: c["options"] for c in plan.expand()}
+    assert options == {"plain": {}, "writer-ffmpeg": writer_options("writer-ffmpeg"),
+                       "writer-gpu": writer_options("writer-gpu")}  # fmt: skip
+    assert Plan(frame_kinds=["numpy"], methods=["writer-gpu"], writer=True).expand() == []
+
+
+def test_each_writer_method_asks_for_its_conversion() -> None:
+    conversions = {"writer": None, "writer-ffmpeg": "ffmpeg", "writer-native": "native",
+                   "writer-gpu": "gpu"}  # fmt: skip
+    for method, convert in conversions.items():
+        options = writer_options(method)
+        assert options.get("convert") == convert
+        VideoWriter("out.mp4", 64, 48, **options).close()  # the writer takes them
+
+
+def test_what_cannot_run_here_is_left_out_with_one_line_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hidden = {"av", "imageio_ffmpeg"}
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: None if name in hidden else find_spec(name),
+    )
+    told: list[str] = []
+    methods, kinds = writer_choices(WRITER_METHODS, FRAME_KINDS, told.append)
+    assert methods == ["plain", "writer", "writer-ffmpeg", "writer-native", "writer-gpu"]
+    assert kinds == ["numpy", "gl"]
+    assert told == ["imageio skipped: imageio_ffmpeg not importable",
+                    "pyav skipped: av not importable"]  # fmt: skip
+    hidden.add("numpy")
+    told.clear()
+    assert writer_choices(["pyav"], FRAME_KINDS, told.append) == ([], ["gl"])
+    assert told == ["pyav skipped: av and numpy not importable",
+                    "numpy skipped: numpy not importable"]  # fmt: skip
 
 
 def test_the_methods_and_the_default_choice() -> None:
@@ -132,3 +190,71 @@ def test_one_sample_shows_no_spread_and_missing_rows_no_ratio() -> None:
     assert "| 🌀⚡ | native | Null | 1 | vmsplice | 347 | 0.96 GB/s | 0.500 | 0.400 |" in table
     assert table.splitlines()[-1].endswith("|  |  |  |  |")  # no pipe() times, no ratios
     assert "native /" not in table
+
+
+def _writer_sample(method: str, fps: float, kind: str = "gl", **more: Any) -> dict[str, Any]:
+    """A fabricated result of one writer case's run, for the formatting tests only."""
+    return {"kind": "writer", "frame_kind": kind, "resolution": "720p", "width": 1280,
+            "height": 720, "method": method, "frames": 240, "returncode": 0, "fps": fps,
+            "cpu_ms": 20.0, "ffmpeg_ms": 8.0, "version": "", **more}  # fmt: skip
+
+
+def test_the_writer_table_rates_each_method_against_the_best_other() -> None:
+    def row(method: str, *fps: float, **more: Any) -> dict[str, Any]:
+        return median_row([_writer_sample(method, f, **more) for f in fps])
+
+    rows = [
+        row("plain", 60, 50, 70),
+        row("imageio", 80, 79, 81, version="0.8.1"),
+        row("pyav", 70, 60, 75, version="18.1.0", ffmpeg_ms=None),
+        row("writer-gpu", 40, 38, 44, version="2.2.0", cpu_ms=25.0),
+        row("writer", 100, version="2.2.0", kind="numpy"),
+    ]
+    table = format_tables(rows).replace("\u2013", "~")
+    gl, numpy_table = table.split("\n\n| 720p numpy |")
+    assert gl.splitlines()[:2] == [
+        "| 720p gl | Method | Framerate (fps) | CPU ms/frame | FFmpeg CPU ms/frame "
+        "| vs best other |",
+        "|:--:|:--|--:|--:|--:|--:|",
+    ]
+    assert "| 🐢 | plain | 60.0 (50.0~70.0) | 20.0 (20.0~20.0) | 8.0 (8.0~8.0) | 0.75x |" in gl
+    assert "| 🖼️ | imageio 0.8.1 | 80.0 (79.0~81.0) | 20.0 (20.0~20.0) | 8.0 (8.0~8.0) |  |" in gl
+    assert "| 🎞️ | pyav 18.1.0 | 70.0 (60.0~75.0) | 20.0 (20.0~20.0) |  | 0.88x |" in gl
+    assert "| 🎬⚡ | writer-gpu 2.2.0 | 40.0 (38.0~44.0) | 25.0 (25.0~25.0) |" in gl
+    assert gl.rstrip().endswith("| 0.50x |\n\nvs best other: over imageio, 80.0 fps")
+    # No other method in the numpy table: no ratio, and no line saying over which.
+    assert "| 🎬 | writer 2.2.0 | 100.0 | 20.0 | 8.0 |  |" in numpy_table
+    assert "vs best other:" not in numpy_table
+
+
+def test_each_writer_method_writes_every_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str, ffmpeg_exe: str
+) -> None:
+    """A real run, tiny: each method that can run here, both kinds of frames, the writer on
+    this test's engine. Every video holds every frame, right side up; the table lists each."""
+    monkeypatch.setitem(benchmark.RESOLUTIONS, "64p", (64, 64))
+    monkeypatch.setenv("TURBOPIPE_ENGINE", engine)
+    methods, kinds = writer_choices(WRITER_METHODS, FRAME_KINDS, lambda note: None)
+    assert kinds == ["numpy", "gl"] and {"plain", "writer", "writer-ffmpeg"} <= set(methods)
+    plan = Plan(resolutions=["64p"], methods=methods, writer=True, writer_frames=5, repeats=1,
+                ffmpeg=ffmpeg_exe, video_folder=str(tmp_path / "videos"))  # fmt: skip
+    rows = benchmark.run(plan)
+    assert [(r["frame_kind"], r["method"]) for r in rows] == [
+        (c["frame_kind"], c["method"]) for c in plan.expand()
+    ]
+    source = moving_frames(64, 64, 1)[0].astype(int)
+    for row in rows:
+        frames = frames_of(decode(ffmpeg_exe, Path(row["output"])), 64, 64, 3).astype(int)
+        assert len(frames) == 5, row["method"]
+        if row["frame_kind"] == "numpy":  # nearer the source than to it upside down
+            error, flipped = (np.abs(frames[0] - image).mean() for image in (source, source[::-1]))
+            assert error < flipped / 4, row["method"]
+        else:  # the demo's yellow bar on top: GL's bottom-up rows were flipped
+            assert np.abs(frames[0][0] - (255, 217, 51)).mean() < 30, row["method"]
+        assert row["fps"] > 0 and row["cpu_ms"] > 0
+        assert (row["ffmpeg_ms"] is None) == (row["method"] == "pyav")
+    table = format_tables(rows)
+    for kind in kinds:
+        assert f"| 64p {kind} | Method |" in table
+    for method in methods:
+        assert f"| {SYMBOLS[method]} | {method}" in table

@@ -5,13 +5,16 @@
   interpreter, where ``import turbopipe`` finds a different turbopipe. The turbopipe cases
   also record ``stats(fd).path`` and, after the timed run, the time of pipe() for a numpy
   array of a frame's size (NUMPY_CALLS calls, not counted in the run's numbers).
-- run_writer(): render N frames of the demo shader into an H.264 file, end to end.
+- run_writer(): write N frames (numpy arrays, or the demo shader rendered on moderngl) into
+  an H.264 file by one way of writing video from Python (plain, imageio, pyav, or
+  turbopipe's VideoWriter), end to end.
 
 Usage: python _bench_case.py '{"method": ..., "width": ..., ...}'; prints one JSON line.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import queue
@@ -19,11 +22,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 NUMPY_CALLS = 64  # timed pipe() calls of numpy arrays, after the run
 NUMPY_ROUND = 8  # arrays piped between two syncs: the queue (16 deep) always has room
@@ -231,56 +233,225 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_writer(case: dict[str, Any]) -> dict[str, Any]:
-    """Methods: plain (``stdin.write(fbo.read())``, FFmpeg flips and converts), writer-rgb24
-    (VideoWriter, FFmpeg flips and converts) and writer-gpu (VideoWriter, GPU converts and
-    flips)."""
-    import moderngl
+FPS = 60  # the writer cases' frame rate
+NUMPY_FRAMES = 8  # distinct numpy frames, cycled through
+X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 
-    from turbopipe import VideoWriter
-    from turbopipe.demo import Scene
 
-    width, height, frames, method = case["width"], case["height"], case["frames"], case["method"]
-    ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
-    scene = Scene(ctx, width, height)
-    folder = tempfile.TemporaryDirectory()
-    output = os.path.join(folder.name, "out.mp4")
-    encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+def moving_frames(width: int, height: int, count: int) -> list[Any]:
+    """``count`` RGB frames, (height, width, 3) uint8: a smooth pattern that moves from one
+    frame to the next, as rendered content does."""
+    import numpy as np
 
-    children = _children_cpu()
-    started, cpu_started = time.perf_counter(), time.process_time()
-    if method == "plain":
-        ffmpeg = subprocess.Popen(
+    rows, columns = np.ogrid[0:height, 0:width]
+    x = columns.astype(np.float32) * (12 / width)
+    y = rows.astype(np.float32) * (8 / height)
+    phases = np.array([0.0, 2.1, 4.2], np.float32)
+    frames = []
+    for index in range(count):
+        t = np.float32(index / 8)
+        wave = np.sin(x + t) + np.sin(y * 1.3 - t * 0.7) + np.sin((x + y) * 0.6 + t * 2)
+        frames.append((127.5 + 127.5 * np.cos(wave[..., None] * 1.7 + phases)).astype(np.uint8))
+    return frames
+
+
+class _Frames(Protocol):
+    """One kind of frames: frame(index) as VideoWriter takes it, pixels(frame) its rgb24
+    rows for the other methods, bottom to top if bottom_up."""
+
+    bottom_up: bool
+
+    def frame(self, index: int) -> Any: ...
+
+    def pixels(self, frame: Any) -> Any: ...
+
+
+class _NumpyFrames:
+    """Precomputed numpy arrays, cycled: making a frame costs nothing in the timed loop."""
+
+    bottom_up = False
+
+    def __init__(self, width: int, height: int) -> None:
+        self.arrays = moving_frames(width, height, NUMPY_FRAMES)
+
+    def frame(self, index: int) -> Any:
+        return self.arrays[index % len(self.arrays)]
+
+    def pixels(self, frame: Any) -> Any:
+        return frame
+
+
+class _GLFrames:
+    """The demo shader, rendered per frame; read back, its rows are bottom-up (GL's order)."""
+
+    bottom_up = True
+
+    def __init__(self, width: int, height: int) -> None:
+        import moderngl
+
+        from turbopipe.demo import Scene
+
+        ctx = moderngl.create_standalone_context(backend="egl")  # type: ignore[arg-type]
+        self.scene = Scene(ctx, width, height)
+        self.scene.render(0)  # llvmpipe compiles the shader at its first draw: not timed
+
+    def frame(self, index: int) -> Any:
+        self.scene.render(index / FPS)
+        return self.scene.fbo
+
+    def pixels(self, frame: Any) -> Any:
+        return frame.read(components=3)
+
+
+class _Sink(Protocol):
+    """A way of writing video: opened, written frame by frame, closed (raising if it
+    failed). child_ffmpeg: whether FFmpeg runs as a child, its CPU counted apart."""
+
+    child_ffmpeg: bool
+    version: str
+
+    def write(self, frame: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Plain:
+    """``stdin.write(pixels)`` into an FFmpeg of our own, which flips GL's rows."""
+
+    child_ffmpeg = True
+    version = ""
+
+    def __init__(self, case: dict[str, Any], frames: _Frames) -> None:
+        self.frames = frames
+        flip = ["-vf", "vflip"] if frames.bottom_up else []
+        self.ffmpeg = subprocess.Popen(
             [case["ffmpeg"], "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
-             "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "60", "-i", "-",
-             "-vf", "vflip", *encoder, output],
+             "-pix_fmt", "rgb24", "-s", f"{case['width']}x{case['height']}", "-r", str(FPS),
+             "-i", "-", *flip, *X264, case["output"]],
             stdin=subprocess.PIPE,
         )  # fmt: skip
-        assert ffmpeg.stdin is not None
-        for frame in range(frames):
-            scene.render(frame / 60)
-            ffmpeg.stdin.write(scene.fbo.read(components=3))
-        ffmpeg.stdin.close()
-        returncode = ffmpeg.wait()
-    else:
-        convert = "gpu" if method == "writer-gpu" else "ffmpeg"
-        with VideoWriter(
-            output, width, height, 60, preset="ultrafast", convert=convert,
-            ffmpeg=case["ffmpeg"],
-        ) as video:  # fmt: skip
-            for frame in range(frames):
-                scene.render(frame / 60)
-                video.write(scene.fbo)
-        returncode = 0
+        assert self.ffmpeg.stdin is not None
+        self.stdin = self.ffmpeg.stdin
+
+    def write(self, frame: Any) -> None:
+        self.stdin.write(self.frames.pixels(frame))
+
+    def close(self) -> None:
+        self.stdin.close()
+        if self.ffmpeg.wait() != 0:
+            raise RuntimeError(f"ffmpeg exited with status {self.ffmpeg.returncode}")
+
+
+class _ImageIO:
+    """imageio-ffmpeg's write_frames generator: an FFmpeg of its own, fed stdin.write."""
+
+    child_ffmpeg = True
+
+    def __init__(self, case: dict[str, Any], frames: _Frames) -> None:
+        import imageio_ffmpeg
+
+        os.environ["IMAGEIO_FFMPEG_EXE"] = case["ffmpeg"]  # the FFmpeg of every other method
+        self.frames, self.version = frames, imageio_ffmpeg.__version__
+        flip = ["-vf", "vflip"] if frames.bottom_up else []
+        # quality=None: no -crf of its own, x264's default as for the others;
+        # macro_block_size=1: no scaling up to a multiple of 16 (1080 is not one).
+        self.writer = imageio_ffmpeg.write_frames(
+            case["output"], (case["width"], case["height"]), fps=FPS, codec="libx264",
+            quality=None, macro_block_size=1, ffmpeg_log_level="error",
+            output_params=["-preset", "ultrafast", *flip],
+        )  # fmt: skip
+        self.writer.send(None)  # starts FFmpeg
+
+    def write(self, frame: Any) -> None:
+        self.writer.send(self.frames.pixels(frame))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _PyAV:
+    """PyAV: libx264 in this process, through PyAV's own FFmpeg libraries; frames made by
+    ``av.VideoFrame.from_ndarray``, which copies (and so flips GL's rows for free)."""
+
+    child_ffmpeg = False
+
+    def __init__(self, case: dict[str, Any], frames: _Frames) -> None:
+        import numpy
+
+        # By name: an optional comparison, which mypy need not find installed.
+        av: Any = importlib.import_module("av")
+        self.av, self.numpy, self.frames, self.version = av, numpy, frames, av.__version__
+        self.shape = (case["height"], case["width"], 3)
+        self.container = av.open(case["output"], "w")
+        self.stream = self.container.add_stream("libx264", rate=FPS)
+        self.stream.width, self.stream.height = case["width"], case["height"]
+        self.stream.pix_fmt, self.stream.options = "yuv420p", {"preset": "ultrafast"}
+        # Frame threads, as FFmpeg's command line uses: PyAV's default, slice threads,
+        # ran at 0.6-0.8x of their framerate here.
+        self.stream.thread_type = "AUTO"
+
+    def write(self, frame: Any) -> None:
+        pixels = self.numpy.frombuffer(self.frames.pixels(frame), self.numpy.uint8)
+        rows = pixels.reshape(self.shape)
+        array = rows[::-1] if self.frames.bottom_up else rows
+        picture = self.av.VideoFrame.from_ndarray(array, format="rgb24")
+        self.container.mux(self.stream.encode(picture))
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode())  # what the encoder still holds
+        self.container.close()
+
+
+class _Writer:
+    """turbopipe's VideoWriter, with the case's options (its conversion)."""
+
+    child_ffmpeg = True
+
+    def __init__(self, case: dict[str, Any], frames: _Frames) -> None:
+        import turbopipe
+
+        self.version = turbopipe.__version__
+        self.video = turbopipe.VideoWriter(
+            case["output"], case["width"], case["height"], FPS, preset="ultrafast",
+            ffmpeg=case["ffmpeg"], **case["options"],
+        )  # fmt: skip
+
+    def write(self, frame: Any) -> None:
+        self.video.write(frame)
+
+    def close(self) -> None:
+        self.video.close()
+
+
+_SINKS: dict[str, Callable[[dict[str, Any], _Frames], _Sink]] = {
+    "plain": _Plain,
+    "imageio": _ImageIO,
+    "pyav": _PyAV,
+}
+
+
+def run_writer(case: dict[str, Any]) -> dict[str, Any]:
+    """Write case["frames"] frames of case["frame_kind"] (numpy or gl) into case["output"]
+    (H.264, x264 ultrafast, yuv420p) by case["method"]; times it from opening the sink to
+    its close, and CPU of the whole process tree (FFmpeg's apart when it is a child)."""
+    width, height, count = case["width"], case["height"], case["frames"]
+    frames: _Frames = (_GLFrames if case["frame_kind"] == "gl" else _NumpyFrames)(width, height)
+    open_sink = _SINKS.get(case["method"], _Writer)
+    children = _children_cpu()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    sink = open_sink(case, frames)
+    for index in range(count):
+        sink.write(frames.frame(index))
+    sink.close()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     ffmpeg_cpu = _children_cpu() - children
-    folder.cleanup()
     return {
         **case,
-        "returncode": returncode,
-        "fps": frames / elapsed,
-        "python_ms": cpu / frames * 1000,
-        "ffmpeg_ms": ffmpeg_cpu / frames * 1000,
+        "returncode": 0,  # a sink that failed raised
+        "version": sink.version,
+        "fps": count / elapsed,
+        "cpu_ms": (cpu + ffmpeg_cpu) / count * 1000,
+        "ffmpeg_ms": ffmpeg_cpu / count * 1000 if sink.child_ffmpeg else None,
     }
 
 

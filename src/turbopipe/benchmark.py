@@ -18,17 +18,30 @@ pipe() µs column times pipe() of the moderngl buffer (ours maps it inside); pip
 times 64 more calls with a numpy array of the same size, after the timed run. Gain is the
 framerate over plain's, "vs ref" over the reference's.
 
-With ``writer=True`` it measures the video writer end to end instead: the demo shader
-rendered at 60 fps into H.264 (x264 ultrafast, yuv420p), comparing the plain
-``stdin.write(fbo.read())`` loop, VideoWriter reading rgb24 back (FFmpeg flips and
-converts, as in the plain loop) and VideoWriter converting on the GPU.
+With ``writer=True`` it compares instead the ways of writing video from Python, end to
+end: ``writer_frames`` frames into an H.264 file (x264 ultrafast, yuv420p, 60 fps), of two
+kinds: numpy (RGB arrays in memory, a few precomputed ones cycled) and gl (the demo shader
+rendered per frame on moderngl, read back bottom-up). The methods:
+
+- plain: an FFmpeg subprocess fed ``stdin.write(frame)`` (gl: ``fbo.read()``, FFmpeg flips)
+- imageio: imageio-ffmpeg's ``write_frames`` generator (its own FFmpeg, the same binary)
+- pyav: PyAV, libx264 in process (``av.VideoFrame.from_ndarray``; for gl, of the rows
+  reversed: its copy flips them)
+- writer: turbopipe's VideoWriter with its defaults
+- writer-ffmpeg, writer-native, writer-gpu: VideoWriter converting RGB to YUV in FFmpeg,
+  in turbopipe's C++ converter, or on the GPU, gl frames only (see ``writer_options``)
+
+imageio and pyav are left out when not importable. The table, one per kind of frames and resolution:
+framerate, CPU ms per frame of the whole process tree (Python and FFmpeg) and FFmpeg's
+alone, and the framerate over the best of plain, imageio and pyav ("vs best other").
 
 Every case runs in a fresh interpreter; repeats are interleaved so that drift on a shared
-machine hits every method alike, and the table reports medians.
+machine hits every method alike, and the table reports medians with (min-max).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -49,7 +62,12 @@ RESOLUTIONS = {
     "2160p": (3840, 2160),
 }
 METHODS = ("plain", "thread", "python", "direct", "relay", "native", "c-vmsplice", "reference")
-WRITER_METHODS = ("plain", "writer-rgb24", "writer-gpu")
+WRITER_METHODS = (
+    "plain", "imageio", "pyav", "writer", "writer-ffmpeg", "writer-native", "writer-gpu"
+)  # fmt: skip
+FRAME_KINDS = ("numpy", "gl")
+# The writer methods not turbopipe's: "vs best other" is over the fastest of them.
+OTHER_METHODS = ("plain", "imageio", "pyav")
 SYMBOLS = {
     "plain": "🐢",
     "thread": "🚀",
@@ -59,7 +77,11 @@ SYMBOLS = {
     "native": "🌀⚡",
     "c-vmsplice": "⚙️",
     "reference": "📦",
-    "writer-rgb24": "🎬",
+    "imageio": "🖼️",
+    "pyav": "🎞️",
+    "writer": "🎬",
+    "writer-ffmpeg": "🎬",
+    "writer-native": "🎬🌀",
     "writer-gpu": "🎬⚡",
 }
 _CASE_SCRIPT = Path(__file__).with_name("_bench_case.py")
@@ -72,8 +94,15 @@ _OPTIONS: dict[str, dict[str, bool]] = {
     "native": {},
     "reference": {},
 }
+# The conversion each writer method asks VideoWriter for (None: its default).
+_CONVERSIONS = {"writer": None, "writer-ffmpeg": "ffmpeg", "writer-native": "native",
+                "writer-gpu": "gpu"}  # fmt: skip
+# The modules a writer method or a kind of frames needs, beyond the benchmark's own.
+_MODULES = {"imageio": ("imageio_ffmpeg",), "pyav": ("av", "numpy"), "numpy": ("numpy",)}
 # Numbers kept with their spread over the repeats: median, plus KEY_min and KEY_max.
-SPREAD_KEYS = ("fps", "cpu_per_gb", "ffmpeg_cpu_per_gb", "call_us", "numpy_call_us")
+SPREAD_KEYS = (
+    "fps", "cpu_per_gb", "ffmpeg_cpu_per_gb", "call_us", "numpy_call_us", "cpu_ms", "ffmpeg_ms"
+)  # fmt: skip
 
 
 def find_compiler() -> list[str] | None:
@@ -101,6 +130,28 @@ def default_methods(
     return methods
 
 
+def writer_options(method: str) -> dict[str, Any]:
+    """VideoWriter's keyword arguments for a writer method ("writer", "writer-ffmpeg",
+    "writer-native", "writer-gpu")."""
+    convert = _CONVERSIONS[method]
+    return {} if convert is None else {"convert": convert}
+
+
+def writer_choices(
+    methods: Sequence[str], frame_kinds: Sequence[str], warn: Callable[[str], object]
+) -> tuple[list[str], list[str]]:
+    """The writer methods and kinds of frames that can run here; ``warn`` is told, one line
+    each, why any other is left out (a module not importable)."""
+
+    def usable(name: str) -> bool:
+        missing = [m for m in _MODULES.get(name, ()) if importlib.util.find_spec(m) is None]
+        if missing:
+            warn(f"{name} skipped: {' and '.join(missing)} not importable")
+        return not missing
+
+    return [m for m in methods if usable(m)], [k for k in frame_kinds if usable(k)]
+
+
 @dataclass
 class Plan:
     resolutions: Sequence[str] = ("720p", "1080p")
@@ -113,15 +164,21 @@ class Plan:
     reference_python: str | None = None
     writer: bool = False
     writer_frames: int = 240
+    frame_kinds: Sequence[str] = FRAME_KINDS  # with writer
+    # Where the writer cases' videos are kept (None: a temporary folder, removed after)
+    video_folder: str | None = None
 
     def expand(self) -> list[dict[str, Any]]:
         if self.writer:
             return [
-                {"kind": "writer", "resolution": resolution, "width": RESOLUTIONS[resolution][0],
-                 "height": RESOLUTIONS[resolution][1], "method": method,
-                 "frames": self.writer_frames, "ffmpeg": self.ffmpeg}
+                {"kind": "writer", "frame_kind": kind, "resolution": resolution,
+                 "width": RESOLUTIONS[resolution][0], "height": RESOLUTIONS[resolution][1],
+                 "method": method, "frames": self.writer_frames, "ffmpeg": self.ffmpeg,
+                 "options": _case_options(method)}
+                for kind in self.frame_kinds
                 for resolution in self.resolutions
                 for method in self.methods
+                if method != "writer-gpu" or kind == "gl"  # it converts GL frames only
             ]  # fmt: skip
         cases = []
         for resolution in self.resolutions:
@@ -138,6 +195,11 @@ class Plan:
                              "frames": count, "ffmpeg": self.ffmpeg}
                         )  # fmt: skip
         return cases
+
+
+def _case_options(method: str) -> dict[str, Any]:
+    """A writer case's VideoWriter options: none but for VideoWriter's own methods."""
+    return writer_options(method) if method in _CONVERSIONS else {}
 
 
 def run_case(case: dict[str, Any], reference_python: str | None) -> dict[str, Any]:
@@ -188,6 +250,12 @@ def run(plan: Plan, progress: Any = None) -> list[dict[str, Any]]:
     """Run every case plan.repeats times, interleaved; return one median row per case."""
     cases = plan.expand()
     with tempfile.TemporaryDirectory(prefix="turbopipe-bench-") as folder:
+        videos = plan.video_folder or folder
+        os.makedirs(videos, exist_ok=True)
+        for case in cases:
+            if case.get("kind") == "writer":  # the repeats of a case write the same file
+                name = f"{case['frame_kind']}-{case['resolution']}-{case['method']}.mp4"
+                case["output"] = os.path.join(videos, name)
         if any(case["method"] == "c-vmsplice" for case in cases):
             program = compile_program(folder)  # once, kept for the whole run
             for case in cases:
@@ -204,7 +272,7 @@ def run(plan: Plan, progress: Any = None) -> list[dict[str, Any]]:
 
 def describe(case: dict[str, Any]) -> str:
     if case.get("kind") == "writer":
-        return f"{case['resolution']} writer {case['method']}"
+        return f"{case['resolution']} {case['frame_kind']} {case['method']}"
     return f"{case['resolution']} {case['encoder']} x{case['buffers']} {case['method']}"
 
 
@@ -220,7 +288,7 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "ffmpeg_cpu_per_gb",
         "call_us",
         "numpy_call_us",
-        "python_ms",
+        "cpu_ms",
         "ffmpeg_ms",
     ):
         values = [r[key] for r in rows if r.get(key) is not None]
@@ -314,21 +382,25 @@ def format_tables(rows: list[dict[str, Any]]) -> str:
 
 
 def format_writer_tables(rows: list[dict[str, Any]]) -> str:
-    """One table per resolution: fps and CPU milliseconds per frame, Python and FFmpeg."""
+    """One table per kind of frames and resolution: framerate, CPU ms per frame of the whole
+    process tree and of FFmpeg alone, and the framerate over the best of OTHER_METHODS."""
     out = []
-    for resolution in dict.fromkeys(r["resolution"] for r in rows):
+    for kind, resolution in dict.fromkeys((r["frame_kind"], r["resolution"]) for r in rows):
+        group = [r for r in rows if (r["frame_kind"], r["resolution"]) == (kind, resolution)]
+        others = [r for r in group if r["method"] in OTHER_METHODS]
+        best = max(others, key=lambda r: r["fps"], default=None)
         out.append(
-            f"| {resolution} x264 ultrafast | Method | Framerate | CPU ms/frame: Python "
-            "| FFmpeg | Total | Gain |\n|:--:|:--|--:|--:|--:|--:|--:|"
+            f"| {resolution} {kind} | Method | Framerate (fps) | CPU ms/frame "
+            "| FFmpeg CPU ms/frame | vs best other |\n|:--:|:--|--:|--:|--:|--:|"
         )
-        group = [r for r in rows if r["resolution"] == resolution]
-        base = next((r for r in group if r["method"] == "plain"), None)
         for row in group:
-            gain = "" if base is None or row is base else f"{row['fps'] / base['fps']:.2f}x"
-            total = row["python_ms"] + row["ffmpeg_ms"]
+            method = f"{row['method']} {row['version']}" if row.get("version") else row["method"]
             out.append(
-                f"| {SYMBOLS[row['method']]} | {row['method']} | {row['fps']:.1f} fps "
-                f"| {row['python_ms']:.1f} | {row['ffmpeg_ms']:.1f} | {total:.1f} | {gain} |"
+                f"| {SYMBOLS[row['method']]} | {method} | {spread(row, 'fps', 1)} "
+                f"| {spread(row, 'cpu_ms', 1)} | {spread(row, 'ffmpeg_ms', 1)} "
+                f"| {_ratio(row, best)} |"
             )
+        if best is not None:
+            out += ["", f"vs best other: over {best['method']}, {best['fps']:.1f} fps"]
         out.append("")
     return "\n".join(out)

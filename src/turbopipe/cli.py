@@ -108,7 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"comma list of {', '.join(benchmark.METHODS)} (default: all but reference, "
         "plus reference when --reference is given; c-vmsplice only with a C compiler); "
-        f"with --writer, of {', '.join(benchmark.WRITER_METHODS)} (default: all)",
+        f"with --writer, of {', '.join(benchmark.WRITER_METHODS)} (default: all that can "
+        "run here)",
+    )
+    bench.add_argument(
+        "--frames",
+        dest="frame_kinds",
+        type=_list_of(benchmark.FRAME_KINDS),
+        default=None,
+        help=f"with --writer: comma list of {', '.join(benchmark.FRAME_KINDS)}, the kinds of "
+        "frames written (default: both)",
     )
     bench.add_argument(
         "--gigabytes", type=_positive(float), default=None, help="data piped per case (default 0.5)"
@@ -126,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--writer",
         action="store_true",
-        help="measure VideoWriter end to end instead: 240 frames of the demo shader into x264 "
-        "ultrafast, at each resolution (--encoders, --buffers, --gigabytes, --full and "
-        "--reference do not apply)",
+        help="compare the ways of writing video from Python instead, VideoWriter's among them: "
+        "240 frames of numpy arrays and of the demo shader into x264 ultrafast, at each "
+        "resolution (--encoders, --buffers, --gigabytes, --full and --reference do not apply)",
     )
     bench.add_argument(
         "--reference",
@@ -235,6 +244,8 @@ def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namesp
             parser.error(f"{', '.join(given)} do not apply to --writer")
         allowed: Sequence[str] = benchmark.WRITER_METHODS
     else:
+        if args.frame_kinds:
+            parser.error("--frames applies to --writer only")
         allowed = benchmark.METHODS
     unknown = [method for method in methods if method not in allowed]
     if unknown:
@@ -244,8 +255,12 @@ def _check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    frame_kinds = args.frame_kinds or list(benchmark.FRAME_KINDS)
     if args.writer:
-        methods = args.methods or list(benchmark.WRITER_METHODS)
+        # On stdout, with the tables: a note tells why their rows are missing.
+        methods, frame_kinds = benchmark.writer_choices(
+            args.methods or benchmark.WRITER_METHODS, frame_kinds, print
+        )
     else:
         methods = args.methods or benchmark.default_methods(
             reference=bool(args.reference_python),
@@ -262,7 +277,12 @@ def run_benchmark(args: argparse.Namespace) -> int:
         ffmpeg=find_ffmpeg(args.ffmpeg),
         reference_python=args.reference_python,
         writer=args.writer,
+        frame_kinds=frame_kinds,
     )
+    if not plan.expand():
+        print("turbopipe benchmark: none of the methods and frames chosen can run here "
+              "(writer-gpu takes gl frames only)", file=sys.stderr)  # fmt: skip
+        return 1
     print(f"turbopipe {__version__} ({ENGINE} engine), ffmpeg: {plan.ffmpeg}", flush=True)
     try:
         rows = benchmark.run(
