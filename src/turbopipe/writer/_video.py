@@ -232,28 +232,29 @@ class VideoWriter:
         """The source for frames like ``frame``, and the pixel format FFmpeg reads from it."""
         matrix, full_range = yuv_encoding(self.codec, self.pix_fmt, self.height)
         size, ring = (self.width, self.height), self._ring_size
+        native = None
+        if conversion == "native":
+            layout = NATIVE_LAYOUTS[self.pix_fmt]
+            native = Conversion(*size, layout, matrix, full_range, flip)
         if is_moderngl(frame, "Framebuffer", "Texture"):
             from ._gpu import FrameConverter, FrameReader
 
+            if native is not None:  # read as RGBA, llvmpipe's fastest
+                reader = FrameReader(frame.ctx, *size, components=4)
+                return GLReadback(reader, reader.components, native, ring), self.pix_fmt
             if conversion == "gpu":
                 converter = FrameConverter(frame.ctx, *size, self.pix_fmt, flip, matrix, full_range)
                 return GLFrames(frame.ctx, converter, ring), self.pix_fmt
-            if conversion == "native":  # read as RGBA, llvmpipe's fastest
-                reader = FrameReader(frame.ctx, *size, components=4)
-                native = Conversion(*size, NATIVE_LAYOUTS[self.pix_fmt], matrix, full_range, flip)
-                return GLReadback(reader, 4, native, ring), self.pix_fmt
             return GLFrames(frame.ctx, FrameReader(frame.ctx, *size), ring), "rgb24"
         if is_moderngl(frame, "Buffer"):
             components = bytes_per_pixel(*size, frame.size)
-            if conversion == "native":
-                native = Conversion(*size, NATIVE_LAYOUTS[self.pix_fmt], matrix, full_range, flip)
+            if native is not None:
                 return GLReadback(None, components, native, ring), self.pix_fmt
             source: Source = GLBuffers(frame.ctx, self.width * self.height * components, ring)
             return source, "rgb24" if components == 3 else "rgba"
-        if conversion == "native":
-            native = Conversion(*size, NATIVE_LAYOUTS[self.pix_fmt], matrix, full_range, flip)
-            return CPUFrames(*size, ring, frame, native), self.pix_fmt
-        cpu = CPUFrames(*size, ring, frame, None)
+        cpu = CPUFrames(*size, ring, frame, native)
+        if native is not None:
+            return cpu, self.pix_fmt
         return cpu, "rgb24" if cpu.components == 3 else "rgba"
 
     def _is_closed(self) -> bool:
@@ -279,7 +280,7 @@ class VideoWriter:
     def _argv(self, input_pix_fmt: str, vflip: bool) -> list[str]:
         argv = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-y" if self.overwrite else "-n"]
         # FFmpeg keeps only the last -vf: the caller's filters join the chain, after the
-        # flip (they see frames right side up) and before the conversion that is tagged.
+        # flip (they see frames right side up) and before FFmpeg's conversion, if it does it.
         extra_args, callers_filters = _split_video_filters(self.extra_args)
         inputs, conversion, outputs = color_options(
             self.codec, self.pix_fmt, input_pix_fmt, self.height
