@@ -101,7 +101,6 @@ bool reads_by_copy(int proc, int pid, const char* pipe, int* readers) {
     });
     if (!scanned) return false;
     if (!reads) return true;
-    if (pid == getpid()) return false;  // a reader of our own might splice onward
     char executable[PATH_MAX];
     std::snprintf(path, sizeof path, "%d/exe", pid);
     ssize_t length = readlinkat(proc, path, executable, sizeof executable - 1);
@@ -110,6 +109,25 @@ bool reads_by_copy(int proc, int pid, const char* pipe, int* readers) {
     if (!known_to_copy_out(executable)) return false;
     ++*readers;
     return true;
+}
+
+// Whether this process holds a descriptor that may read the pipe `piped` (its fstat); -1
+// if unknown. By fstat and F_GETFL, as the descriptors are ours: the readlink and fdinfo
+// that another process's need cost microseconds each, and a process may hold thousands.
+int reads_here(const struct stat& piped) {
+    TransientFd fds([] { return open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+    if (fds.get() < 0) return -1;
+    bool reads = false;
+    bool scanned = for_each_entry(fds.get(), [&](const char* name) {
+        int fd = number_of(name);
+        struct stat file;
+        if (fd < 0 || fd == fds.get() || fstat(fd, &file) < 0) return true;  // or closed
+        if (file.st_dev != piped.st_dev || file.st_ino != piped.st_ino) return true;
+        int flags = fcntl(fd, F_GETFL);
+        reads = flags < 0 || (flags & O_ACCMODE) != O_WRONLY;
+        return !reads;
+    });
+    return reads ? 1 : scanned ? 0 : -1;
 }
 
 }  // namespace
@@ -122,12 +140,15 @@ bool readers_copy_out(int fd) {
     if (length <= 0) return false;
     pipe[length] = '\0';
     if (std::strncmp(pipe, "pipe:[", 6) != 0) return false;  // a FIFO's link is its path
+    // A reader of our own might splice onward.
+    struct stat piped;
+    if (fstat(fd, &piped) < 0 || reads_here(piped) != 0) return false;
     TransientFd proc([] { return open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
     if (proc.get() < 0) return false;
-    int readers = 0;
+    int readers = 0, self = getpid();
     bool known = for_each_entry(proc.get(), [&](const char* name) {
         int pid = number_of(name);
-        return pid < 0 || reads_by_copy(proc.get(), pid, pipe, &readers);
+        return pid < 0 || pid == self || reads_by_copy(proc.get(), pid, pipe, &readers);
     });
     return known && readers > 0;
 #else
