@@ -78,6 +78,29 @@ def make_pipe() -> Iterator[type[Pipe]]:
     yield Pipe
 
 
+class FFmpegPassthrough:
+    """A real FFmpeg reading rgb24 frames on stdin (`fd`, for turbopipe) and writing them
+    back out as read, drained by a Reader: finish() gives the md5 of what it received."""
+
+    def __init__(self, ffmpeg: str, width: int, height: int) -> None:
+        self.process = subprocess.Popen(
+            [ffmpeg, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+             "-s", f"{width}x{height}", "-i", "-", "-f", "rawvideo", "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.fd = self.process.stdin.fileno()
+        self.reader = Reader(os.dup(self.process.stdout.fileno()))
+
+    def finish(self) -> str:
+        """Close FFmpeg's input, check it exited cleanly; the md5 of everything it read."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        assert self.process.wait(timeout=60) == 0
+        self.process.stdout.close()
+        return self.reader.join()
+
+
 def md5(*parts: bytes | memoryview) -> str:
     digest = hashlib.md5()
     for part in parts:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import mmap
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import turbopipe
-from conftest import Pipe, Reader, md5
+from conftest import FFmpegPassthrough, Pipe, Reader, md5
 from engine_helpers import MiB, in_thread, make_payloads, wait_full
 
 
@@ -162,17 +161,8 @@ def test_socket() -> None:
 def test_numpy_frames_through_ffmpeg(ffmpeg_exe: str) -> None:
     width, height = 320, 240
     frames = [np.random.randint(0, 255, (height, width, 3), np.uint8) for _ in range(30)]
-    ffmpeg = subprocess.Popen(
-        [ffmpeg_exe, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
-         f"{width}x{height}", "-i", "-", "-f", "rawvideo", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert ffmpeg.stdin is not None and ffmpeg.stdout is not None
-    reader = Reader(os.dup(ffmpeg.stdout.fileno()))
+    ffmpeg = FFmpegPassthrough(ffmpeg_exe, width, height)
     for frame in frames:
-        turbopipe.pipe(frame, ffmpeg.stdin.fileno())
+        turbopipe.pipe(frame, ffmpeg.fd)
     turbopipe.sync()
-    ffmpeg.stdin.close()
-    assert ffmpeg.wait(timeout=60) == 0
-    ffmpeg.stdout.close()
-    assert reader.join() == md5(*frames)
+    assert ffmpeg.finish() == md5(*frames)

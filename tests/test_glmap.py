@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import moderngl
 import pytest
 
 import turbopipe
-from conftest import Pipe, Reader, md5, run_with_engine
+from conftest import FFmpegPassthrough, Pipe, Reader, md5, run_with_engine
 
 GL_ARRAY_BUFFER = 0x8892
 GL_ARRAY_BUFFER_BINDING = 0x8894
@@ -59,26 +58,17 @@ def test_framebuffer_readbacks_through_ffmpeg(
 ) -> None:
     (width, height), frames = fbo.size, 24
     ring = [gl_context.buffer(reserve=width * height * 3) for _ in range(buffers)]
-    ffmpeg = subprocess.Popen(
-        [ffmpeg_exe, "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
-         f"{width}x{height}", "-i", "-", "-f", "rawvideo", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert ffmpeg.stdin is not None and ffmpeg.stdout is not None
-    reader = Reader(os.dup(ffmpeg.stdout.fileno()))
+    ffmpeg = FFmpegPassthrough(ffmpeg_exe, width, height)
     expected = []
     for frame in range(frames):
         buffer = ring[frame % buffers]
         turbopipe.sync(buffer)  # its previous write is done: GL may write it again
         expected.append(render(gl_context, fbo, frame))
         fbo.read_into(buffer, components=3)
-        turbopipe.pipe(buffer, ffmpeg.stdin.fileno())
+        turbopipe.pipe(buffer, ffmpeg.fd)
     turbopipe.sync()
     assert gl_context.error == "GL_NO_ERROR"
-    ffmpeg.stdin.close()
-    assert ffmpeg.wait(timeout=60) == 0
-    ffmpeg.stdout.close()
-    assert reader.join() == md5(*expected)
+    assert ffmpeg.finish() == md5(*expected)
     for buffer in ring:
         buffer.release()
 
