@@ -5,6 +5,7 @@ on both paths."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 
 import moderngl
@@ -274,6 +275,42 @@ def test_frames_without_colors_are_refused(tmp_path: Path, gl_context: moderngl.
     video.close()
     depth_only.release()
     depth.release()
+
+
+@pytest.mark.parametrize("convert", CONVERSIONS)
+def test_a_gl_writer_is_closed_on_its_gl_thread(
+    tmp_path: Path, ffmpeg_exe: str, gl_context: moderngl.Context, convert: str
+) -> None:
+    """close() from another thread raises and leaves the writer open: its last frame and
+    its GL objects need the GL context, current on the thread that wrote. Closed there,
+    every frame arrives."""
+    frames = random_frames(3)
+    texture = gl_context.texture((W, H), 3)
+    path = tmp_path / "out.mkv"
+    video = VideoWriter(path, W, H, codec="ffv1", pix_fmt="rgb24" if convert != "native"
+                        else "yuv444p", convert=convert)  # fmt: skip
+    for frame in frames:
+        texture.write(frame.tobytes())
+        video.write(texture)
+    failures: list[BaseException] = []
+
+    def close_elsewhere() -> None:
+        try:
+            video.close()
+        except BaseException as failure:
+            failures.append(failure)
+
+    other = threading.Thread(target=close_elsewhere)
+    other.start()
+    other.join()
+    assert [type(f) for f in failures] == [RuntimeError]
+    assert "on the thread that wrote" in str(failures[0])
+    video.close()
+    decoded = frames_of(decode(ffmpeg_exe, path), W, H, 3).astype(int)
+    assert len(decoded) == 3
+    assert np.abs(decoded - np.stack(frames)[:, ::-1]).max() <= (0 if convert != "native" else 3)
+    assert gl_context.error == "GL_NO_ERROR"
+    texture.release()
 
 
 def test_gpu_conversion_refuses_frames_it_cannot_convert(

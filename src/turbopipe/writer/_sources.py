@@ -79,6 +79,7 @@ class Source:
     finalizer holds the source."""
 
     frame_bytes: int  # piped for each frame
+    gl = False  # makes GL calls: on the thread whose context it was made in, only
 
     def check(self, frame: Any) -> None:
         """Raise TypeError or ValueError for a frame this source cannot take."""
@@ -164,6 +165,8 @@ class GLReadback(Source):
     GPU memory is the CPU's, the cheapest way to YUV. Framebuffers and Textures are read
     by a ``FrameReader`` (as RGBA: llvmpipe's fastest), Buffers as they are."""
 
+    gl = True
+
     def __init__(self, reader: FrameReader | None, components: int, conversion: Conversion,
                  ring: int) -> None:  # fmt: skip
         self.reader = reader
@@ -201,6 +204,8 @@ class GLReadback(Source):
 class GLRing(Source):
     """A ring of GPU buffers piped one frame late, so that mapping one for the engine never
     waits for the GPU: frame i's readback overlaps frame i+1's rendering."""
+
+    gl = True
 
     def __init__(self, ctx: Any, frame_bytes: int, size: int) -> None:
         self.ctx = ctx

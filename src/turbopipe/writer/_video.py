@@ -131,6 +131,7 @@ class VideoWriter:
         self._process: FFmpegProcess | None = None
         self._source: Source | None = None
         self._forgotten: weakref.finalize[Any, Any] | None = None  # closes a dropped writer
+        self._thread: threading.Thread | None = None  # that started FFmpeg: GL's, if any
         self._closed = False
         # Held across write() and close(), and by the finalizer: one FFmpeg, frames whole
         # and in order. Reentrant: a signal handler may close() mid-write on its thread.
@@ -172,11 +173,19 @@ class VideoWriter:
 
         A writer dropped or still open at interpreter exit is closed then, with a
         ResourceWarning, so that its video is complete; close it (or use ``with``) to see
-        its errors. Waits for a write() in flight on another thread.
+        its errors. Waits for a write() in flight on another thread. A writer of moderngl
+        frames is closed on the thread that wrote its first frame (RuntimeError elsewhere).
         """
         with self._lock:
             if self._is_closed():
                 return
+            gl = self._source is not None and self._source.gl
+            if gl and threading.current_thread() is not self._thread:
+                # Its last frame and its GL objects need its context, current there only.
+                raise RuntimeError(
+                    "close() a VideoWriter of moderngl frames on the thread that wrote its "
+                    "first frame: GL calls belong to that thread's context"
+                )
             self._closed = True
             if self._forgotten is not None:
                 self._forgotten.detach()
@@ -223,9 +232,10 @@ class VideoWriter:
             source.release()
             raise
         self._source, self._process, self.conversion = source, process, conversion
+        self._thread = threading.current_thread()
         self._forgotten = weakref.finalize(
             self, _close_forgotten, self._lock, process, source, self.output, os.getpid(),
-            threading.current_thread(),
+            self._thread,
         )  # fmt: skip
 
     def _source_for(self, frame: Any, conversion: str, flip: bool) -> tuple[Source, str]:
