@@ -67,9 +67,9 @@ def rgb_to_yuv(
     r, g, b = (rows[..., c].astype(np.int32) for c in (red, 1, blue))
     y, u, v = coefficients(kr, kb, full_range)
     plane = width * height
-    out[:plane] = _level(y, r << _VALUE_SHIFT, g << _VALUE_SHIFT, b << _VALUE_SHIFT).ravel()
+    values = (r << _VALUE_SHIFT, g << _VALUE_SHIFT, b << _VALUE_SHIFT)
+    out[:plane] = _level(y, *values).ravel()
     if layout == "yuv444p":
-        values = (r << _VALUE_SHIFT, g << _VALUE_SHIFT, b << _VALUE_SHIFT)
         out[plane : 2 * plane] = _level(u, *values).ravel()
         out[2 * plane :] = _level(v, *values).ravel()
         return
