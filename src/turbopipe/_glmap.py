@@ -67,17 +67,12 @@ class _BufferBinding:
     def bind(self, glo: int) -> None:
         self._bind(_GL_ARRAY_BUFFER, glo)
 
-    def still_mapped(self, glo: int) -> bool:
-        """Whether glo names a buffer that is mapped: deleting a buffer unmaps it, and a new
-        buffer taking its name is not mapped."""
-        if not self._is_buffer(glo):
-            return False
-        previous, mapped = self.current(), ctypes.c_int(0)
-        self.bind(glo)
-        try:
-            self._parameter(_GL_ARRAY_BUFFER, _GL_BUFFER_MAPPED, ctypes.byref(mapped))
-        finally:
-            self.bind(previous)
+    def is_buffer(self, glo: int) -> bool:
+        return bool(self._is_buffer(glo))
+
+    def bound_is_mapped(self) -> bool:
+        mapped = ctypes.c_int(0)
+        self._parameter(_GL_ARRAY_BUFFER, _GL_BUFFER_MAPPED, ctypes.byref(mapped))
         return bool(mapped.value)
 
 
@@ -100,19 +95,27 @@ class _Mapping:
         """The GL name of the buffer."""
         return self.glo if self.wrapper is None else self.wrapper.glo  # type: ignore[attr-defined]
 
-    def released(self, binding: _BufferBinding, written: bool) -> bool:
-        """Whether its buffer was released while mapped. A moderngl.Buffer's release shows at
-        once: moderngl gives the wrapper another mglo. A bare mglo's is asked of GL, once
-        its write is done: GL calls for every pipe() would cost more than the write."""
-        if self.wrapper is not None:
-            return self.wrapper.mglo is not self.mglo  # type: ignore[attr-defined]
-        return written and not binding.still_mapped(self.glo)
+    def released(self) -> bool:
+        """Whether its moderngl.Buffer was released while mapped: moderngl then gives the
+        wrapper another mglo. (A bare mglo's release shows only to GL: see unmap.)"""
+        return self.wrapper is not None and self.wrapper.mglo is not self.mglo  # type: ignore[attr-defined]
 
-    def unmap(self, binding: _BufferBinding) -> None:
+    def unmap(self, binding: _BufferBinding) -> bool:
+        """Unmap it, its buffer bound for moderngl's unmap (which unmaps whatever is bound),
+        the caller's binding restored. False, leaving it mapped, if it is a bare mglo whose
+        buffer was released: its name no longer names a mapped buffer (deleting a buffer
+        unmaps it, and a new buffer taking the name is not mapped). Asked here, once its
+        write is done, in the binding unmapping needs anyway."""
+        bare = self.wrapper is None
+        if bare and not binding.is_buffer(self.glo):
+            return False
         previous = binding.current()
         binding.bind(self.name)
         try:
+            if bare and not binding.bound_is_mapped():
+                return False
             self.view.release()
+            return True
         finally:
             binding.bind(previous)
 
@@ -150,12 +153,6 @@ class Mappings:
         _keep_for_ever(self._live)
         self._live = {}
 
-    def unmap(self, mglo: object) -> None:
-        mapping = self._live.pop(id(mglo), None)
-        if mapping is not None:
-            assert self._binding is not None  # made by the map() that made the mapping
-            mapping.unmap(self._binding)
-
     def unmap_idle(
         self, busy: Callable[[object], bool], queued: object = None, *, all: bool = True
     ) -> None:
@@ -171,16 +168,16 @@ class Mappings:
                 continue
             assert self._binding is not None  # made by the map() that made the mapping
             written = not busy(mapping.mglo)
-            released = mapping.released(self._binding, written)
+            released = mapping.released()
+            if written:
+                del self._live[id(mapping.mglo)]
+                released = released or not mapping.unmap(self._binding)
+                if released:  # its buffer is gone: never unmapped, and kept
+                    _keep_for_ever(mapping)
             if released and not mapping.reported:
                 mapping.reported = True
                 lost.append(mapping)
-            if written:
-                if released:  # its buffer is gone: never unmapped, and kept
-                    _keep_for_ever(self._live.pop(id(mapping.mglo)))
-                else:
-                    self.unmap(mapping.mglo)
-            elif not all:
+            if not written and not all:
                 break
         if lost:
             names = ", ".join(str(mapping.name) for mapping in lost)
